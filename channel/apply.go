@@ -1,0 +1,396 @@
+package channel
+
+import (
+	"encoding/json"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// tx applies the commands of one Raft entry to one indexed batch, so later
+// commands in the entry see the writes of earlier ones. A command either
+// fails validation before it writes anything, or writes all it changes.
+type tx struct {
+	k      keys
+	b      *pebble.Batch
+	index  uint64
+	nOut   uint64 // outbox entries created so far in this entry
+	events []Event
+}
+
+// apply runs one command. A returned error is a storage failure; refusals
+// are in the Result.
+func (t *tx) apply(c *Command) (Result, error) {
+	switch c.Op {
+	case opRegister:
+		return t.register(c)
+	case opCreate:
+		return t.createGroup(c)
+	case opAdd:
+		return t.addMembers(c)
+	case opRemove:
+		return t.removeMembers(c, c.Members)
+	case opLeave:
+		return t.removeMembers(c, []string{c.User})
+	case opSend:
+		return t.send(c)
+	case opReceipt:
+		return t.receipt(c)
+	case opIndex:
+		return t.updateIndex(c)
+	case opOutboxDone:
+		for _, id := range c.IDs {
+			if err := t.b.Delete(t.k.outbox(id), nil); err != nil {
+				return Result{}, err
+			}
+		}
+		return Result{}, nil
+	}
+	return refuse(errorf(ErrBadRequest, "unknown operation %q", c.Op))
+}
+
+func refuse(e *Error) (Result, error) { return Result{Err: e}, nil }
+
+func (t *tx) put(key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return t.b.Set(key, raw, nil)
+}
+
+func (t *tx) register(c *Command) (Result, error) {
+	found, err := getJSON(t.b, t.k.account(c.User), &account{})
+	if err != nil {
+		return Result{}, err
+	}
+	if found {
+		return refuse(errorf(ErrConflict, "user %s is taken", c.User))
+	}
+	return Result{}, t.put(t.k.account(c.User), account{Hash: c.Hash, Created: c.Ts})
+}
+
+// loadGroup returns a group's meta, refusing unknown channels and DMs.
+func (t *tx) loadGroup(ch string) (*meta, *Error, error) {
+	var m meta
+	found, err := getJSON(t.b, t.k.meta(ch), &m)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !found || m.Kind != "group" {
+		return nil, errorf(ErrNotFound, "no group %s", ch), nil
+	}
+	return &m, nil, nil
+}
+
+func (t *tx) isMember(ch, user string) (bool, error) {
+	_, err := get(t.b, t.k.member(ch, user))
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) {
+		return false, nil
+	}
+	return false, err
+}
+
+func (t *tx) createGroup(c *Command) (Result, error) {
+	if found, err := getJSON(t.b, t.k.meta(c.Channel), &meta{}); err != nil || found {
+		if err != nil {
+			return Result{}, err
+		}
+		return refuse(errorf(ErrConflict, "channel %s exists", c.Channel))
+	}
+	members := dedupe(append([]string{c.User}, c.Members...))
+	if len(members) > c.Limit {
+		return refuse(errorf(ErrTooLarge, "a group holds at most %d members, asked for %d", c.Limit, len(members)))
+	}
+	m := &meta{Kind: "group", Name: c.Name, Owner: c.User, Created: c.Ts, LastTs: c.Ts}
+	added, err := t.join(c, m, members)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Owner: c.User, Members: members, Added: added}
+	res.Outbox, err = t.outbox(c.Channel, added, true, m.Epoch)
+	return res, err
+}
+
+// join adds the users not yet members, bumps the epoch and saves the meta.
+func (t *tx) join(c *Command, m *meta, users []string) ([]string, error) {
+	var added []string
+	for _, u := range users {
+		in, err := t.isMember(c.Channel, u)
+		if err != nil {
+			return nil, err
+		}
+		if in {
+			continue
+		}
+		m.Joins++
+		if err := t.put(t.k.member(c.Channel, u), member{Ord: m.Joins, Joined: c.Ts}); err != nil {
+			return nil, err
+		}
+		added = append(added, u)
+	}
+	m.Count += len(added)
+	m.Epoch++
+	if len(added) > 0 {
+		t.events = append(t.events, Event{Members: &MembersEvent{Channel: c.Channel, Added: added}})
+	}
+	return added, t.put(t.k.meta(c.Channel), m)
+}
+
+func (t *tx) addMembers(c *Command) (Result, error) {
+	m, refusal, err := t.loadGroup(c.Channel)
+	if err != nil || refusal != nil {
+		return Result{Err: refusal}, err
+	}
+	if in, err := t.isMember(c.Channel, c.User); err != nil || !in {
+		if err != nil {
+			return Result{}, err
+		}
+		return refuse(errorf(ErrForbidden, "not a member of %s", c.Channel))
+	}
+	var fresh []string
+	for _, u := range dedupe(c.Members) {
+		in, err := t.isMember(c.Channel, u)
+		if err != nil {
+			return Result{}, err
+		}
+		if !in {
+			fresh = append(fresh, u)
+		}
+	}
+	if len(fresh) == 0 {
+		return Result{}, nil
+	}
+	if m.Count+len(fresh) > c.Limit {
+		return refuse(errorf(ErrTooLarge, "a group holds at most %d members; %s has %d, adding %d",
+			c.Limit, c.Channel, m.Count, len(fresh)))
+	}
+	added, err := t.join(c, m, fresh)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Added: added}
+	res.Outbox, err = t.outbox(c.Channel, added, true, m.Epoch)
+	return res, err
+}
+
+// removeMembers serves remove_members and leave (users = [actor]). Only the
+// owner removes others; anyone removes themselves. When the owner goes, the
+// longest-standing remaining member becomes the owner.
+func (t *tx) removeMembers(c *Command, users []string) (Result, error) {
+	if _, _, ok := ParseDM(c.Channel); ok {
+		return refuse(errorf(ErrBadRequest, "%s is a direct channel: it has no members to remove", c.Channel))
+	}
+	m, refusal, err := t.loadGroup(c.Channel)
+	if err != nil || refusal != nil {
+		return Result{Err: refusal}, err
+	}
+	if in, err := t.isMember(c.Channel, c.User); err != nil || !in {
+		if err != nil {
+			return Result{}, err
+		}
+		return refuse(errorf(ErrForbidden, "not a member of %s", c.Channel))
+	}
+	users = dedupe(users)
+	if m.Owner != c.User && slices.ContainsFunc(users, func(u string) bool { return u != c.User }) {
+		return refuse(errorf(ErrForbidden, "only the owner %s removes other members of %s", m.Owner, c.Channel))
+	}
+	var removed []string
+	for _, u := range users {
+		in, err := t.isMember(c.Channel, u)
+		if err != nil {
+			return Result{}, err
+		}
+		if !in {
+			continue
+		}
+		if err := t.b.Delete(t.k.member(c.Channel, u), nil); err != nil {
+			return Result{}, err
+		}
+		removed = append(removed, u)
+	}
+	if len(removed) == 0 {
+		return Result{}, nil
+	}
+	m.Count -= len(removed)
+	m.Epoch++
+	if slices.Contains(removed, m.Owner) {
+		if m.Owner, err = t.oldestMember(c.Channel); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := t.put(t.k.meta(c.Channel), m); err != nil {
+		return Result{}, err
+	}
+	t.events = append(t.events, Event{Members: &MembersEvent{Channel: c.Channel, Removed: removed}})
+	res := Result{Removed: removed, Owner: m.Owner}
+	res.Outbox, err = t.outbox(c.Channel, removed, false, m.Epoch)
+	return res, err
+}
+
+// oldestMember is the member with the lowest join order, "" if none is left.
+func (t *tx) oldestMember(ch string) (string, error) {
+	pfx := t.k.members(ch)
+	it, err := t.b.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return "", err
+	}
+	defer it.Close()
+	best, bestOrd := "", uint64(0)
+	for it.First(); it.Valid(); it.Next() {
+		var mb member
+		if err := json.Unmarshal(it.Value(), &mb); err != nil {
+			return "", err
+		}
+		if best == "" || mb.Ord < bestOrd {
+			best, bestOrd = string(it.Key()[len(pfx):]), mb.Ord
+		}
+	}
+	return best, it.Error()
+}
+
+// outbox records index updates for the users' shards, to be applied there
+// by the service (at once) or the outbox worker (after a crash).
+func (t *tx) outbox(ch string, users []string, joined bool, ver uint64) ([]IndexEntry, error) {
+	out := make([]IndexEntry, 0, len(users))
+	for _, u := range users {
+		t.nOut++
+		e := IndexEntry{ID: t.index<<20 | t.nOut, User: u, Channel: ch, Member: joined, Ver: ver}
+		if err := t.put(t.k.outbox(e.ID), e); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// access checks that user may use channel ch, and loads its meta. A DM
+// that has no messages yet has no meta: m is nil then.
+func (t *tx) access(ch, user string) (*meta, *Error, error) {
+	if a, b, ok := ParseDM(ch); ok {
+		if user != a && user != b {
+			return nil, errorf(ErrForbidden, "not a member of %s", ch), nil
+		}
+		var m meta
+		found, err := getJSON(t.b, t.k.meta(ch), &m)
+		if err != nil || !found {
+			return nil, nil, err
+		}
+		return &m, nil, nil
+	}
+	m, refusal, err := t.loadGroup(ch)
+	if err != nil || refusal != nil {
+		return nil, refusal, err
+	}
+	in, err := t.isMember(ch, user)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !in {
+		return nil, errorf(ErrForbidden, "not a member of %s", ch), nil
+	}
+	return m, nil, nil
+}
+
+func (t *tx) send(c *Command) (Result, error) {
+	m, refusal, err := t.access(c.Channel, c.User)
+	if err != nil || refusal != nil {
+		return Result{Err: refusal}, err
+	}
+	var prior idemRecord
+	if found, err := getJSON(t.b, t.k.idem(c.Channel, c.User, c.Key), &prior); err != nil || found {
+		return Result{Seq: prior.Seq, Ts: prior.Ts, Duplicate: true}, err
+	}
+	var res Result
+	if m == nil { // the first message of a DM creates it
+		a, b, _ := ParseDM(c.Channel)
+		m = &meta{Kind: "dm", Created: c.Ts, Epoch: 1, Count: 2}
+		if res.Outbox, err = t.outbox(c.Channel, []string{a, b}, true, 1); err != nil {
+			return Result{}, err
+		}
+	}
+	m.LastSeq++
+	m.LastTs = max(m.LastTs, c.Ts) // ts never goes backwards within a channel
+	msg := storedMessage{From: c.User, Body: c.Body, Ts: m.LastTs, Key: c.Key}
+	if err := t.put(t.k.message(c.Channel, m.LastSeq), msg); err != nil {
+		return Result{}, err
+	}
+	if err := t.put(t.k.idem(c.Channel, c.User, c.Key), idemRecord{Seq: m.LastSeq, Ts: m.LastTs}); err != nil {
+		return Result{}, err
+	}
+	if err := t.put(t.k.meta(c.Channel), m); err != nil {
+		return Result{}, err
+	}
+	t.events = append(t.events, Event{Message: &Message{Channel: c.Channel, Seq: m.LastSeq,
+		From: c.User, Body: c.Body, Ts: m.LastTs, Key: c.Key}})
+	res.Seq, res.Ts = m.LastSeq, m.LastTs
+	return res, nil
+}
+
+// receipt moves a user's cursors forward: read up to N implies delivered up
+// to N; a lower seq changes nothing; seqs past the last message are clamped.
+func (t *tx) receipt(c *Command) (Result, error) {
+	m, refusal, err := t.access(c.Channel, c.User)
+	if err != nil || refusal != nil {
+		return Result{Err: refusal}, err
+	}
+	var last uint64
+	if m != nil {
+		last = m.LastSeq
+	}
+	seq := min(c.Seq, last)
+	var cur cursor
+	if _, err := getJSON(t.b, t.k.receipt(c.Channel, c.User), &cur); err != nil {
+		return Result{}, err
+	}
+	next := cur
+	next.Delivered = max(next.Delivered, seq)
+	if c.Status == "read" {
+		next.Read = max(next.Read, seq)
+	}
+	if next != cur {
+		if err := t.put(t.k.receipt(c.Channel, c.User), next); err != nil {
+			return Result{}, err
+		}
+		ev := &ReceiptEvent{Channel: c.Channel, User: c.User, Status: c.Status, Seq: next.Delivered}
+		if c.Status == "read" {
+			ev.Seq = next.Read
+		}
+		t.events = append(t.events, Event{Receipt: ev})
+	}
+	return Result{Delivered: next.Delivered, Read: next.Read}, nil
+}
+
+// updateIndex applies index entries for users of this shard; an entry older
+// than or as old as the stored one changes nothing, so retries are harmless.
+func (t *tx) updateIndex(c *Command) (Result, error) {
+	for _, e := range c.Index {
+		var cur indexRecord
+		if _, err := getJSON(t.b, t.k.index(e.User, e.Channel), &cur); err != nil {
+			return Result{}, err
+		}
+		if e.Ver <= cur.Ver {
+			continue
+		}
+		if err := t.put(t.k.index(e.User, e.Channel), indexRecord{Member: e.Member, Ver: e.Ver}); err != nil {
+			return Result{}, err
+		}
+	}
+	return Result{}, nil
+}
+
+// dedupe drops repeated users, keeping the first occurrence's order.
+func dedupe(users []string) []string {
+	seen := make(map[string]bool, len(users))
+	out := make([]string, 0, len(users))
+	for _, u := range users {
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out
+}

@@ -1,0 +1,100 @@
+package channel
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// A membership change is committed on the channel's shard together with
+// outbox entries: the index updates its users' shards need. The service
+// applies them right after the change (so a new group is in its members'
+// channel lists when create_group returns) and then marks them done; if a
+// node dies in between, the outbox worker of the channel shard's leader
+// finds the entries and applies them again. Index updates are versioned by
+// the channel's membership epoch, so applying one twice changes nothing.
+
+// flushIndex applies index entries recorded on shard from, then clears them.
+// A failure is left to the outbox worker; flushIndex reports success.
+func (s *Service) flushIndex(ctx context.Context, from int, entries []IndexEntry) bool {
+	if len(entries) == 0 {
+		return true
+	}
+	byShard := map[int][]IndexEntry{}
+	ids := make([]uint64, 0, len(entries))
+	for _, e := range entries {
+		sh := s.shardOf(e.User)
+		byShard[sh] = append(byShard[sh], e)
+		ids = append(ids, e.ID)
+	}
+	shards := make([]int, 0, len(byShard))
+	for sh := range byShard {
+		shards = append(shards, sh)
+	}
+	slices.Sort(shards)
+	for _, sh := range shards {
+		if _, err := s.propose(ctx, sh, &Command{Op: opIndex, Index: byShard[sh]}); err != nil {
+			s.log.Warn("index update deferred to the outbox worker", "shard", sh, "err", err)
+			return false
+		}
+	}
+	if _, err := s.propose(ctx, from, &Command{Op: opOutboxDone, IDs: ids}); err != nil {
+		s.log.Warn("outbox cleanup deferred", "shard", from, "err", err)
+		return false
+	}
+	return true
+}
+
+// RunOutbox retries pending index updates of the shards this node leads,
+// every interval, until ctx ends.
+func (s *Service) RunOutbox(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for shard := range s.keys {
+			if ctx.Err() != nil {
+				return
+			}
+			if s.r.IsLeader(shard) {
+				s.drainOutbox(ctx, shard)
+			}
+		}
+	}
+}
+
+// drainOutbox applies one shard's pending index updates, a page at a time.
+func (s *Service) drainOutbox(ctx context.Context, shard int) {
+	for ctx.Err() == nil {
+		rd, err := s.read(ctx, shard)
+		if err != nil {
+			return
+		}
+		entries, err := rd.outbox(1000)
+		if err != nil {
+			s.log.Error("read outbox", "shard", shard, "err", err)
+			return
+		}
+		if len(entries) == 0 {
+			return
+		}
+		if !s.flushIndex(ctx, shard, entries) || len(entries) < 1000 {
+			return
+		}
+	}
+}
+
+// PendingOutbox counts the index updates not yet cleared on shard (for tests
+// and the status page).
+func (s *Service) PendingOutbox(ctx context.Context, shard int) (int, error) {
+	rd, err := s.read(ctx, shard)
+	if err != nil {
+		return 0, err
+	}
+	e, err := rd.outbox(1 << 20)
+	return len(e), err
+}

@@ -1,0 +1,167 @@
+package channel
+
+import (
+	"cmp"
+	"encoding/binary"
+	"encoding/json"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// reader reads one shard's committed state. Callers linearize first.
+type reader struct {
+	k keys
+	r pebble.Reader
+}
+
+func (rd reader) meta(ch string) (*meta, error) {
+	var m meta
+	found, err := getJSON(rd.r, rd.k.meta(ch), &m)
+	if err != nil || !found {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// access mirrors tx.access for reads: the channel's meta (nil for a DM with
+// no messages yet) or the refusal.
+func (rd reader) access(ch, user string) (*meta, error) {
+	if a, b, ok := ParseDM(ch); ok {
+		if user != a && user != b {
+			return nil, errorf(ErrForbidden, "not a member of %s", ch)
+		}
+		return rd.meta(ch)
+	}
+	m, err := rd.meta(ch)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil || m.Kind != "group" {
+		return nil, errorf(ErrNotFound, "no group %s", ch)
+	}
+	if _, err := get(rd.r, rd.k.member(ch, user)); err != nil {
+		if isNotFound(err) {
+			return nil, errorf(ErrForbidden, "not a member of %s", ch)
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// history returns up to limit messages, ascending: the oldest above after,
+// or (before > 0) the newest below before.
+func (rd reader) history(ch string, after, before uint64, limit int) ([]Message, error) {
+	pfx := rd.k.messages(ch)
+	lo, hi := rd.k.message(ch, after+1), prefixEnd(pfx)
+	if before > 0 {
+		lo, hi = rd.k.message(ch, 1), rd.k.message(ch, before)
+	}
+	it, err := rd.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := make([]Message, 0, min(limit, 64))
+	decode := func() error {
+		var sm storedMessage
+		if err := json.Unmarshal(it.Value(), &sm); err != nil {
+			return err
+		}
+		seq := binary.BigEndian.Uint64(it.Key()[len(pfx):])
+		out = append(out, Message{Channel: ch, Seq: seq, From: sm.From, Body: sm.Body, Ts: sm.Ts, Key: sm.Key})
+		return nil
+	}
+	if before > 0 {
+		for ok := it.Last(); ok && len(out) < limit; ok = it.Prev() {
+			if err := decode(); err != nil {
+				return nil, err
+			}
+		}
+		slices.Reverse(out)
+	} else {
+		for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+			if err := decode(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, it.Error()
+}
+
+// userChannels lists the channels in a user's index.
+func (rd reader) userChannels(user string) ([]string, error) {
+	pfx := rd.k.userIndex(user)
+	it, err := rd.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []string
+	for it.First(); it.Valid(); it.Next() {
+		var rec indexRecord
+		if err := json.Unmarshal(it.Value(), &rec); err != nil {
+			return nil, err
+		}
+		if rec.Member {
+			out = append(out, string(it.Key()[len(pfx):]))
+		}
+	}
+	return out, it.Error()
+}
+
+func (rd reader) cursor(ch, user string) (cursor, error) {
+	var c cursor
+	_, err := getJSON(rd.r, rd.k.receipt(ch, user), &c)
+	return c, err
+}
+
+// members lists a group's members, oldest first.
+func (rd reader) members(ch string) ([]string, error) {
+	if a, b, ok := ParseDM(ch); ok {
+		return []string{a, b}, nil
+	}
+	pfx := rd.k.members(ch)
+	it, err := rd.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	type ranked struct {
+		user string
+		ord  uint64
+	}
+	var all []ranked
+	for it.First(); it.Valid(); it.Next() {
+		var mb member
+		if err := json.Unmarshal(it.Value(), &mb); err != nil {
+			return nil, err
+		}
+		all = append(all, ranked{string(it.Key()[len(pfx):]), mb.Ord})
+	}
+	slices.SortFunc(all, func(a, b ranked) int { return cmp.Compare(a.ord, b.ord) })
+	out := make([]string, len(all))
+	for i, r := range all {
+		out[i] = r.user
+	}
+	return out, it.Error()
+}
+
+// outbox lists up to limit pending index updates of this shard.
+func (rd reader) outbox(limit int) ([]IndexEntry, error) {
+	pfx := rd.k.outboxes()
+	it, err := rd.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: prefixEnd(pfx)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []IndexEntry
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		var e IndexEntry
+		if err := json.Unmarshal(it.Value(), &e); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, it.Error()
+}

@@ -1,0 +1,128 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// ErrUnavailable means the shard cannot commit right now (no leader, no
+// quorum, shutting down) or the outcome of a proposal is unknown. Callers
+// retry; sends carry an idempotency key, so a retry never duplicates.
+var ErrUnavailable = errors.New("shard unavailable")
+
+// proposal is one command waiting to be packed into a log entry.
+type proposal struct {
+	cmd  []byte
+	done chan outcome // buffered, receives exactly one outcome
+}
+
+type outcome struct {
+	val any
+	err error
+}
+
+// batcher packs concurrent proposals to one shard into a single Raft entry.
+// At most inflight entries are outstanding; while they are, new proposals
+// queue up and go out together in the next entry, so the batch size grows with
+// the load and one fsync covers many messages.
+type batcher struct {
+	raft     *raft.Raft
+	in       chan proposal
+	slots    chan struct{} // one token per entry in flight
+	maxCmds  int
+	maxBytes int
+	timeout  time.Duration
+	done     chan struct{}
+}
+
+func newBatcher(r *raft.Raft, maxCmds, inflight int, timeout time.Duration) *batcher {
+	if maxCmds < 1 {
+		maxCmds = 1
+	}
+	if inflight < 1 {
+		inflight = 1
+	}
+	return &batcher{raft: r, in: make(chan proposal, 4*maxCmds), slots: make(chan struct{}, inflight),
+		maxCmds: maxCmds, maxBytes: 1 << 20, timeout: timeout, done: make(chan struct{})}
+}
+
+// propose queues cmd and waits for its result or ctx.
+func (b *batcher) propose(ctx context.Context, cmd []byte) (any, error) {
+	p := proposal{cmd: cmd, done: make(chan outcome, 1)}
+	select {
+	case b.in <- p:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	case <-b.done:
+		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	select {
+	case o := <-p.done:
+		return o.val, o.err
+	case <-ctx.Done():
+		// The command may still commit: the outcome is unknown to the caller.
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	case <-b.done:
+		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+}
+
+// run is the batcher's loop; it ends when stop is closed.
+func (b *batcher) run(stop <-chan struct{}) {
+	defer close(b.done)
+	for {
+		select {
+		case b.slots <- struct{}{}:
+		case <-stop:
+			return
+		}
+		var first proposal
+		select {
+		case first = <-b.in:
+		case <-stop:
+			return
+		}
+		batch := []proposal{first}
+		size := len(first.cmd)
+	fill:
+		for len(batch) < b.maxCmds && size < b.maxBytes {
+			select {
+			case p := <-b.in:
+				batch = append(batch, p)
+				size += len(p.cmd)
+			default:
+				break fill
+			}
+		}
+		cmds := make([][]byte, len(batch))
+		for i, p := range batch {
+			cmds[i] = p.cmd
+		}
+		f := b.raft.Apply(encodeEntry(cmds), b.timeout)
+		go b.wait(f, batch)
+	}
+}
+
+func (b *batcher) wait(f raft.ApplyFuture, batch []proposal) {
+	defer func() { <-b.slots }()
+	if err := f.Error(); err != nil {
+		for _, p := range batch {
+			p.done <- outcome{err: fmt.Errorf("%w: %v", ErrUnavailable, err)}
+		}
+		return
+	}
+	res, ok := f.Response().([]any)
+	if !ok || len(res) != len(batch) {
+		for _, p := range batch {
+			p.done <- outcome{err: fmt.Errorf("entry %d was not applied", f.Index())}
+		}
+		return
+	}
+	for i, p := range batch {
+		p.done <- outcome{val: res[i]}
+	}
+}

@@ -1,0 +1,168 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Every peer connection starts with a 4-byte header: the magic byte, the
+// stream kind and the shard number. The mux hands the connection to the
+// layer registered for that (kind, shard), so all Raft groups (and later the
+// node-to-node RPC) share one TCP listener.
+const (
+	muxMagic       = 'P'
+	kindRaft  byte = 'r'
+	headerLen      = 4
+	// headerTimeout bounds how long an accepted connection may take to say
+	// which stream it is.
+	headerTimeout = 5 * time.Second
+)
+
+// ErrMuxClosed is returned by Accept once the mux or the layer is closed.
+var ErrMuxClosed = errors.New("peer listener closed")
+
+// Mux is the node's single peer listener.
+type Mux struct {
+	ln  net.Listener
+	log *slog.Logger
+
+	mu     sync.Mutex // guards layers
+	layers map[uint32]*Layer
+
+	wg sync.WaitGroup
+}
+
+// NewMux starts accepting on ln.
+func NewMux(ln net.Listener, log *slog.Logger) *Mux {
+	m := &Mux{ln: ln, log: log, layers: make(map[uint32]*Layer)}
+	m.wg.Add(1)
+	go m.serve()
+	return m
+}
+
+func streamID(kind byte, shard int) uint32 { return uint32(kind)<<16 | uint32(shard) }
+
+// Layer returns the stream layer for (kind, shard), creating it once.
+func (m *Mux) Layer(kind byte, shard int) *Layer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := streamID(kind, shard)
+	if l, ok := m.layers[id]; ok {
+		return l
+	}
+	l := &Layer{mux: m, header: [headerLen]byte{muxMagic, kind, byte(shard >> 8), byte(shard)},
+		conns: make(chan net.Conn, 16), done: make(chan struct{})}
+	m.layers[id] = l
+	return l
+}
+
+// Addr is the listener's address.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// Close stops the listener and every layer, and waits for the accept loop.
+func (m *Mux) Close() error {
+	err := m.ln.Close()
+	m.wg.Wait()
+	m.mu.Lock()
+	for _, l := range m.layers {
+		l.Close()
+	}
+	m.mu.Unlock()
+	return err
+}
+
+func (m *Mux) serve() {
+	defer m.wg.Done()
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				m.log.Error("peer accept", "err", err)
+			}
+			return
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.route(c)
+		}()
+	}
+}
+
+func (m *Mux) route(c net.Conn) {
+	var hdr [headerLen]byte
+	c.SetReadDeadline(time.Now().Add(headerTimeout))
+	if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != muxMagic {
+		m.log.Warn("peer connection without a valid header", "remote", c.RemoteAddr())
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	m.mu.Lock()
+	l, ok := m.layers[streamID(hdr[1], int(binary.BigEndian.Uint16(hdr[2:])))]
+	m.mu.Unlock()
+	if !ok {
+		m.log.Warn("peer connection for an unknown stream", "remote", c.RemoteAddr(), "kind", string(hdr[1]))
+		c.Close()
+		return
+	}
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// Layer is one stream of the mux; it implements raft.StreamLayer.
+type Layer struct {
+	mux    *Mux
+	header [headerLen]byte
+	conns  chan net.Conn
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+var _ raft.StreamLayer = (*Layer)(nil)
+
+// Accept waits for the next connection of this stream.
+func (l *Layer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, ErrMuxClosed
+	}
+}
+
+// Close stops this layer's Accept; the shared listener stays open.
+func (l *Layer) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return nil
+}
+
+// Addr is the shared listener's address.
+func (l *Layer) Addr() net.Addr { return l.mux.Addr() }
+
+// Dial connects to a peer's mux and names this stream.
+func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	if err != nil {
+		return nil, err
+	}
+	c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(l.header[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("peer header to %s: %w", addr, err)
+	}
+	c.SetWriteDeadline(time.Time{})
+	return c, nil
+}

@@ -1,0 +1,120 @@
+// Package store is parley's storage: one Pebble database per node that holds,
+// under separate key prefixes per shard, the Raft log, the Raft stable store,
+// the snapshot metadata and the channel state machine.
+//
+// Key layout (see DESIGN.md beside this file):
+//
+//	'n' name                    node metadata (shard count, auth secret, ...)
+//	'r' shard(2) 'l' index(8)   a shard's Raft log
+//	'r' shard(2) 's' key        a shard's Raft stable store
+//	'r' shard(2) 'p'            a shard's latest snapshot metadata
+//	'f' shard(2) ...            a shard's state machine: the snapshotted range
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// ErrNotFound is returned by lookups of keys that do not exist. Its text is
+// exactly "not found" because hashicorp/raft compares StableStore errors by text.
+var ErrNotFound = errors.New("not found")
+
+// Store is one node's Pebble database.
+type Store struct {
+	db  *pebble.DB
+	dir string
+}
+
+// Open opens (or creates) the database under dir/db. Pebble logs through log.
+func Open(dir string, log *slog.Logger) (*Store, error) {
+	opts := &pebble.Options{Logger: pebbleLogger{log.With("sys", "pebble")}}
+	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble in %s: %w", dir, err)
+	}
+	return &Store{db: db, dir: dir}, nil
+}
+
+// DB returns the underlying database, for the state machine's own reads and writes.
+func (s *Store) DB() *pebble.DB { return s.db }
+
+// Dir is the node's data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close flushes nothing extra: every acknowledged write was synced already.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Meta reads a node metadata value; ErrNotFound if it was never set.
+func (s *Store) Meta(name string) ([]byte, error) {
+	return s.get(append([]byte{'n'}, name...))
+}
+
+// SetMeta durably stores a node metadata value.
+func (s *Store) SetMeta(name string, value []byte) error {
+	return s.db.Set(append([]byte{'n'}, name...), value, pebble.Sync)
+}
+
+// DiskUsage is the database's size on disk in bytes.
+func (s *Store) DiskUsage() uint64 {
+	m := s.db.Metrics()
+	return m.DiskSpaceUsage()
+}
+
+func (s *Store) get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := append([]byte(nil), v...)
+	return out, closer.Close()
+}
+
+// FSMPrefix is the key prefix of a shard's state machine range.
+func FSMPrefix(shard int) []byte {
+	return []byte{'f', byte(shard >> 8), byte(shard)}
+}
+
+func raftPrefix(shard int, kind byte) []byte {
+	return []byte{'r', byte(shard >> 8), byte(shard), kind}
+}
+
+// PrefixEnd returns the smallest key greater than every key with prefix p.
+func PrefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xff: no upper bound exists
+}
+
+func u64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+func putU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+// pebbleLogger sends Pebble's logs through slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
