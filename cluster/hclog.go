@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -47,7 +48,15 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 func (h *hclogAdapter) Trace(msg string, args ...any) { h.emit(slog.LevelDebug-4, msg, args) }
 func (h *hclogAdapter) Debug(msg string, args ...any) { h.emit(slog.LevelDebug, msg, args) }
 func (h *hclogAdapter) Info(msg string, args ...any)  { h.emit(slog.LevelDebug, msg, args) }
-func (h *hclogAdapter) Warn(msg string, args ...any)  { h.emit(slog.LevelWarn, msg, args) }
+func (h *hclogAdapter) Warn(msg string, args ...any) {
+	if strings.HasPrefix(msg, "heartbeat timeout reached") {
+		// Every shard says this once on every start; it is news only when
+		// a leader is lost, which the election's outcome reports anyway.
+		h.emit(slog.LevelInfo, msg, args)
+		return
+	}
+	h.emit(slog.LevelWarn, msg, args)
+}
 func (h *hclogAdapter) Error(msg string, args ...any) { h.emit(slog.LevelError, msg, args) }
 
 func (h *hclogAdapter) IsTrace() bool { return false }

@@ -1,0 +1,135 @@
+// Command parley is a self-hosted chat server: identical nodes that gossip,
+// shard channels over Raft groups, and deliver messages peer to peer.
+//
+//	parley serve [--config FILE] [--node NAME] [--data DIR] [--http ADDR]
+//	             [--gossip ADDR] [--peer ADDR] [--join ADDR,ADDR] [--bootstrap-expect N]
+//	parley version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/parleychat/parley/config"
+	"github.com/parleychat/parley/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "parley:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: parley <command> [flags]
+
+commands:
+  serve     run a node (with no flags: a single node on http://127.0.0.1:8080)
+  version   print the version
+
+Run "parley <command> -h" for a command's flags.
+`
+
+// run is the whole program, callable from tests.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "parley", server.Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// serveFlags maps each command-line flag to its TOML key.
+var serveFlags = []struct{ flag, key, help string }{
+	{"node", "node", "node name (default: the host name, then kept in the data directory)"},
+	{"data", "data", "data directory (default ./parley-data)"},
+	{"http", "http", "client HTTP and WebSocket address (default 127.0.0.1:8080)"},
+	{"gossip", "gossip", "gossip (memberlist) address (default 127.0.0.1:7946)"},
+	{"peer", "peer", "Raft and node RPC address (default 127.0.0.1:7947)"},
+	{"join", "join", "gossip addresses of existing nodes, comma-separated"},
+	{"bootstrap-expect", "bootstrap_expect", "nodes that form a new cluster (default 1: a cluster of one)"},
+	{"log-level", "log.level", "debug, info, warn or error"},
+	{"log-format", "log.format", "text or json"},
+}
+
+// parseServe reads serve's flags: the config file and the TOML keys given.
+func parseServe(args []string, stderr io.Writer) (file string, set map[string]string, err error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&file, "config", "", "TOML configuration file (also PARLEY_CONFIG)")
+	vals := map[string]*string{}
+	for _, f := range serveFlags {
+		vals[f.flag] = fs.String(f.flag, "", f.help)
+	}
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: parley serve [flags]\n\nSettings come from defaults < --config file < PARLEY_* environment < flags.\n\nflags:")
+		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "\nexamples:\n  parley serve\n  parley serve --node n2 --data /var/lib/parley --http 0.0.0.0:8080")
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", nil, err
+	}
+	if fs.NArg() > 0 {
+		return "", nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	set = map[string]string{}
+	fs.Visit(func(f *flag.Flag) {
+		for _, sf := range serveFlags {
+			if sf.flag == f.Name {
+				set[sf.key] = *vals[f.Name]
+			}
+		}
+	})
+	return file, set, nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	file, flags, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(file, os.LookupEnv, flags)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	srv, err := server.Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return srv.Close()
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

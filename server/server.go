@@ -1,0 +1,202 @@
+// Package server assembles one parley node from its parts: the store, the
+// Raft shards, the channel service and the client-facing HTTP server. main
+// runs one; tests run several in one process.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/channel"
+	"github.com/parleychat/parley/cluster"
+	"github.com/parleychat/parley/config"
+	"github.com/parleychat/parley/store"
+)
+
+// Version is set at build time with -ldflags "-X .../server.Version=...".
+var Version = "dev"
+
+// Server is a running node.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	started time.Time
+
+	store   *store.Store
+	node    *cluster.Node
+	Service *channel.Service
+	secret  []byte
+
+	http   *http.Server
+	httpLn net.Listener
+
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// Start brings a node up in order: storage, shards, service, HTTP. On error
+// everything already started is closed again.
+func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
+	s = &Server{cfg: cfg, log: log, started: time.Now()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if s.store, err = store.Open(cfg.Data, log); err != nil {
+		return nil, err
+	}
+	nodeID, err := resolveNodeID(s.store, cfg.Node)
+	if err != nil {
+		return nil, err
+	}
+	if s.secret, err = resolveSecret(s.store, cfg); err != nil {
+		return nil, err
+	}
+	ccfg := clusterConfig(cfg, nodeID)
+	s.node, err = cluster.Start(ccfg, s.store, log, func(shard int) (cluster.StateMachine, error) {
+		return channel.NewMachine(shard, s.store, s.onCommit)
+	})
+	if err != nil {
+		return nil, err
+	}
+	opt := channel.Options{MaxBody: cfg.Limits.MaxBody, MaxGroup: cfg.Limits.MaxGroup,
+		OpenRegistration: cfg.Auth.Registration == "open", BcryptCost: cfg.Auth.BcryptCost}
+	s.Service = channel.NewService(s.node, s.store, opt, log.With("sys", "channel"))
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.Service.RunOutbox(ctx, time.Second)
+	}()
+	if err := s.startHTTP(); err != nil {
+		return nil, err
+	}
+	log.Info("parley node started", "node", nodeID, "http", s.HTTPAddr(), "peer", s.node.PeerAddr(),
+		"shards", cfg.Cluster.Shards, "data", cfg.Data, "version", Version)
+	return s, nil
+}
+
+func clusterConfig(cfg config.Config, nodeID string) cluster.Config {
+	c := cluster.DefaultConfig()
+	c.NodeID = nodeID
+	c.PeerAddr = cfg.Peer
+	c.Shards = cfg.Cluster.Shards
+	c.BootstrapExpect = cfg.BootstrapExpect
+	c.HeartbeatTimeout = cfg.Cluster.HeartbeatTimeout.Duration
+	c.ElectionTimeout = cfg.Cluster.ElectionTimeout.Duration
+	c.CommitTimeout = cfg.Cluster.CommitTimeout.Duration
+	c.LeaderLease = min(c.LeaderLease, cfg.Cluster.HeartbeatTimeout.Duration)
+	c.MaxBatch = cfg.Cluster.MaxBatch
+	c.Inflight = cfg.Cluster.Inflight
+	return c
+}
+
+// resolveNodeID returns the node's name: the one in the data directory,
+// which a different --node may not override (Raft knows the node by it).
+func resolveNodeID(st *store.Store, want string) (string, error) {
+	have, err := st.Meta("node")
+	if errors.Is(err, store.ErrNotFound) {
+		if want == "" {
+			if want, err = os.Hostname(); err != nil || want == "" {
+				want = "n1"
+			}
+		}
+		return want, st.SetMeta("node", []byte(want))
+	}
+	if err != nil {
+		return "", err
+	}
+	if want != "" && want != string(have) {
+		return "", fmt.Errorf("node name %q: the data directory %s belongs to node %q", want, st.Dir(), have)
+	}
+	return string(have), nil
+}
+
+// resolveSecret returns the token key: the configured one, or on a single
+// node one made on first start and kept in the data directory.
+func resolveSecret(st *store.Store, cfg config.Config) ([]byte, error) {
+	if cfg.Auth.Secret != "" {
+		return []byte(cfg.Auth.Secret), nil
+	}
+	v, err := st.Meta("auth-secret")
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if cfg.BootstrapExpect > 1 || len(cfg.Join) > 0 {
+		return nil, errors.New("auth.secret is required on a cluster: every node must sign tokens with the same key")
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	secret := []byte(hex.EncodeToString(b))
+	return secret, st.SetMeta("auth-secret", secret)
+}
+
+// onCommit receives every committed entry's events from the shards.
+func (s *Server) onCommit(shard int, evs []channel.Event) {}
+
+func (s *Server) startHTTP() error {
+	ln, err := net.Listen("tcp", s.cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("http listen on %s: %w", s.cfg.HTTP, err)
+	}
+	s.httpLn = ln
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server", "err", err)
+		}
+	}()
+	return nil
+}
+
+// HTTPAddr is the address the HTTP server listens on.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// Node is the node's Raft shards.
+func (s *Server) Node() *cluster.Node { return s.node }
+
+// WaitReady blocks until every shard has a leader.
+func (s *Server) WaitReady(ctx context.Context) error { return s.node.WaitLeaders(ctx) }
+
+// Close stops the node in reverse order of start: clients first (nothing new
+// comes in), then background work, then Raft, then the database, which
+// every acknowledged write already reached with a sync.
+func (s *Server) Close() error {
+	var errs []error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.http.Shutdown(ctx))
+		cancel()
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+	s.wg.Wait()
+	if s.node != nil {
+		errs = append(errs, s.node.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	return errors.Join(errs...)
+}
