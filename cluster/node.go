@@ -34,6 +34,10 @@ type Config struct {
 
 	MaxBatch int // commands per Raft entry; 1 turns batching off
 	Inflight int // entries in flight per shard
+
+	// SnapshotThreshold and TrailingLogs are raft's; 0 keeps raft's defaults.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 }
 
 // DefaultConfig holds the timers tuned for many idle groups: the leader's
@@ -125,6 +129,13 @@ func (n *Node) raftConfig(shard int) *raft.Config {
 	c.CommitTimeout = n.cfg.CommitTimeout
 	c.LeaderLeaseTimeout = n.cfg.LeaderLease
 	c.MaxAppendEntries = 256
+	if n.cfg.SnapshotThreshold > 0 {
+		c.SnapshotThreshold = n.cfg.SnapshotThreshold
+		c.SnapshotInterval = 50 * time.Millisecond
+	}
+	if n.cfg.TrailingLogs > 0 {
+		c.TrailingLogs = n.cfg.TrailingLogs
+	}
 	// The state lives in Pebble with its own applied index: nothing to load.
 	c.NoSnapshotRestoreOnStart = true
 	c.Logger = newHclog(n.log.With("sys", "raft", "shard", shard), "raft")

@@ -1,0 +1,223 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.uber.org/goleak"
+
+	"github.com/parleychat/parley/internal/testutil"
+	"github.com/parleychat/parley/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// counter is a minimal StateMachine: it stores each command under its own
+// key and counts the commands it was asked to apply.
+type counter struct {
+	shard   int
+	db      *pebble.DB
+	applied atomic.Uint64
+	calls   *atomic.Int64 // commands applied, across restarts
+	entries *atomic.Int64 // entries applied
+}
+
+func (c *counter) key(s string) []byte { return append(store.FSMPrefix(c.shard), s...) }
+
+func (c *counter) Apply(index uint64, cmds [][]byte) []any {
+	b := c.db.NewBatch()
+	out := make([]any, len(cmds))
+	for i, cmd := range cmds {
+		b.Set(c.key("c/"+string(cmd)), nil, nil)
+		out[i] = fmt.Sprintf("%d/%d", index, i)
+	}
+	b.Set(c.key("applied"), binary.BigEndian.AppendUint64(nil, index), nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		panic(err)
+	}
+	c.applied.Store(index)
+	c.calls.Add(int64(len(cmds)))
+	c.entries.Add(1)
+	return out
+}
+
+func (c *counter) Applied() uint64 { return c.applied.Load() }
+
+func (c *counter) Restored() error {
+	v, closer, err := c.db.Get(c.key("applied"))
+	if err == pebble.ErrNotFound {
+		c.applied.Store(0)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	c.applied.Store(binary.BigEndian.Uint64(v))
+	return nil
+}
+
+func (c *counter) count() int {
+	pfx := c.key("c/")
+	it, _ := c.db.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: store.PrefixEnd(pfx)})
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	return n
+}
+
+type testNode struct {
+	*Node
+	st      *store.Store
+	sms     []*counter
+	calls   atomic.Int64
+	entries atomic.Int64
+}
+
+func testConfig() Config {
+	c := DefaultConfig()
+	c.NodeID = "n1"
+	c.PeerAddr = "127.0.0.1:0"
+	c.Shards = 4
+	c.HeartbeatTimeout = 50 * time.Millisecond
+	c.ElectionTimeout = 50 * time.Millisecond
+	c.CommitTimeout = 50 * time.Millisecond
+	c.LeaderLease = 50 * time.Millisecond
+	return c
+}
+
+func startNode(t *testing.T, dir string, cfg Config, tn *testNode) *testNode {
+	t.Helper()
+	if tn == nil {
+		tn = &testNode{}
+	}
+	st, err := store.Open(dir, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.st, tn.sms = st, nil
+	n, err := Start(cfg, st, testutil.Logger(), func(shard int) (StateMachine, error) {
+		c := &counter{shard: shard, db: st.DB(), calls: &tn.calls, entries: &tn.entries}
+		tn.sms = append(tn.sms, c)
+		return c, c.Restored()
+	})
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	tn.Node = n
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.WaitLeaders(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+func (tn *testNode) close(t *testing.T) {
+	if err := tn.Node.Close(); err != nil {
+		t.Error(err)
+	}
+	tn.st.Close()
+}
+
+func TestBatchingPacksConcurrentProposals(t *testing.T) {
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	defer tn.close(t)
+	const n = 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := tn.Propose(context.Background(), 1, fmt.Appendf(nil, "cmd-%d", i)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := tn.sms[1].count(); got != n {
+		t.Fatalf("%d commands applied, want %d", got, n)
+	}
+	if e := tn.entries.Load(); e >= n/2 {
+		t.Fatalf("%d commands went into %d entries: not batched", n, e)
+	}
+}
+
+func TestRestartReappliesNothingApplied(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.SnapshotThreshold, cfg.TrailingLogs = 64, 16
+	cfg.MaxBatch = 1 // one command per entry, so the log grows past the threshold
+	tn := startNode(t, dir, cfg, nil)
+	for i := range 300 {
+		if _, err := tn.Propose(context.Background(), 2, fmt.Appendf(nil, "a-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logs := tn.st.RaftStore(2)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if first, _ := logs.FirstIndex(); first <= 1 {
+			return fmt.Errorf("log not compacted: first index %d", first)
+		}
+		return nil
+	})
+	tn.close(t)
+
+	before := tn.calls.Load()
+	tn = startNode(t, dir, cfg, tn)
+	defer tn.close(t)
+	if got := tn.calls.Load() - before; got != 0 {
+		t.Fatalf("restart re-applied %d commands", got)
+	}
+	if got := tn.sms[2].count(); got != 300 {
+		t.Fatalf("after restart the state has %d commands, want 300", got)
+	}
+	if _, err := tn.Propose(context.Background(), 2, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.Linearize(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShardCountIsFixed(t *testing.T) {
+	dir := t.TempDir()
+	tn := startNode(t, dir, testConfig(), nil)
+	tn.close(t)
+	st, _ := store.Open(dir, testutil.Logger())
+	defer st.Close()
+	cfg := testConfig()
+	cfg.Shards = 8
+	_, err := Start(cfg, st, testutil.Logger(), func(int) (StateMachine, error) { return nil, nil })
+	if err == nil || !errors.Is(err, ErrShardCount) {
+		t.Fatalf("started with another shard count: %v", err)
+	}
+}
+
+func TestEntryEncoding(t *testing.T) {
+	cmds := [][]byte{[]byte("a"), {}, []byte("ccc")}
+	got, err := decodeEntry(encodeEntry(cmds))
+	if err != nil || len(got) != 3 || string(got[2]) != "ccc" || len(got[1]) != 0 {
+		t.Fatalf("round trip: %q %v", got, err)
+	}
+	for _, bad := range [][]byte{nil, {9}, {entryV1, 5}, {entryV1, 1, 10, 'x'}} {
+		if _, err := decodeEntry(bad); err == nil {
+			t.Errorf("decoded %v", bad)
+		}
+	}
+}
