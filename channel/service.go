@@ -321,10 +321,11 @@ func (s *Service) target(req SendRequest) (string, error) {
 	return "", errorf(ErrBadRequest, "missing to or channel")
 }
 
-// HistoryQuery selects a page of history: After (the oldest above it) or
-// Before (the newest below it), Limit 1-1000 (0 means 50).
+// HistoryQuery selects a page of history: the oldest messages above After,
+// or with UseBefore the newest below Before; Limit 1-1000 (0 means 50).
 type HistoryQuery struct {
 	After, Before uint64
+	UseBefore     bool
 	Limit         int
 }
 
@@ -339,7 +340,10 @@ func (s *Service) History(ctx context.Context, user, ch string, q HistoryQuery) 
 	if q.Limit < 1 || q.Limit > 1000 {
 		return nil, 0, errorf(ErrBadRequest, "limit must be 1-1000, got %d", q.Limit)
 	}
-	if q.After > 0 && q.Before > 0 {
+	if q.Before > 0 {
+		q.UseBefore = true
+	}
+	if q.After > 0 && q.UseBefore {
 		return nil, 0, errorf(ErrBadRequest, "give after or before, not both")
 	}
 	rd, err := s.read(ctx, s.shardOf(ch))
@@ -352,6 +356,9 @@ func (s *Service) History(ctx context.Context, user, ch string, q HistoryQuery) 
 	}
 	if m == nil { // a DM with no messages yet
 		return []Message{}, 0, nil
+	}
+	if q.UseBefore && q.Before <= 1 {
+		return []Message{}, m.LastSeq, nil // nothing is below seq 1
 	}
 	msgs, err := rd.history(ch, q.After, q.Before, q.Limit)
 	if err != nil {
@@ -467,8 +474,8 @@ type ReceiptStatus struct {
 	Members     int      `json:"members"`
 	Delivered   int      `json:"delivered"`
 	Read        int      `json:"read"`
-	DeliveredBy []string `json:"delivered_by,omitempty"`
-	ReadBy      []string `json:"read_by,omitempty"`
+	DeliveredBy []string `json:"delivered_by,omitzero"` // nil above maxListed members
+	ReadBy      []string `json:"read_by,omitzero"`
 }
 
 // maxListed is the largest channel whose receipt lists are returned.
@@ -525,4 +532,18 @@ func (s *Service) Status(ctx context.Context, user, ch string, seq uint64) (Rece
 		}
 	}
 	return st, nil
+}
+
+// MembersOf lists a channel's members, oldest first, for delivery (no
+// access check: the caller is the node itself).
+func (s *Service) MembersOf(ctx context.Context, ch string) ([]string, error) {
+	if err := checkChannel(ch); err != nil {
+		return nil, err
+	}
+	rd, err := s.read(ctx, s.shardOf(ch))
+	if err != nil {
+		return nil, err
+	}
+	ms, err := rd.members(ch)
+	return ms, nilOrStorage(err)
 }

@@ -31,6 +31,15 @@ type Config struct {
 	Auth    Auth    `toml:"auth"`
 	Cluster Cluster `toml:"cluster"`
 	Limits  Limits  `toml:"limits"`
+	Web     Web     `toml:"web"`
+}
+
+// Web configures the browser-facing side.
+type Web struct {
+	// Origins are host patterns (path.Match syntax, like "chat.example.com"
+	// or "*.example.com") allowed to open WebSockets besides the server's
+	// own origin.
+	Origins []string `toml:"origins"`
 }
 
 // Log configures log/slog.
@@ -59,13 +68,15 @@ type Cluster struct {
 
 // Limits configures what clients may do.
 type Limits struct {
-	MaxBody         int     `toml:"max_body"`
-	MaxFrame        int     `toml:"max_frame"`
-	MaxGroup        int     `toml:"max_group"`
-	Rate            float64 `toml:"rate"`
-	Burst           int     `toml:"burst"`
-	SessionsPerUser int     `toml:"sessions_per_user"`
-	SendQueue       int     `toml:"send_queue"`
+	MaxBody         int      `toml:"max_body"`
+	MaxFrame        int      `toml:"max_frame"`
+	MaxGroup        int      `toml:"max_group"`
+	Rate            float64  `toml:"rate"`
+	Burst           int      `toml:"burst"`
+	SessionsPerUser int      `toml:"sessions_per_user"`
+	SendQueue       int      `toml:"send_queue"`
+	HelloTimeout    Duration `toml:"hello_timeout"`
+	IdleTimeout     Duration `toml:"idle_timeout"`
 }
 
 // Duration is a time.Duration written as "1.5s" in TOML and the environment.
@@ -98,7 +109,8 @@ func Default() Config {
 			ElectionTimeout: Duration{1500 * time.Millisecond}, CommitTimeout: Duration{time.Second},
 			MaxBatch: 512, Inflight: 4},
 		Limits: Limits{MaxBody: 4096, MaxFrame: 64 << 10, MaxGroup: 5000, Rate: 50, Burst: 100,
-			SessionsPerUser: 16, SendQueue: 256},
+			SessionsPerUser: 16, SendQueue: 256, HelloTimeout: Duration{10 * time.Second},
+			IdleTimeout: Duration{30 * time.Second}},
 	}
 }
 
@@ -252,6 +264,8 @@ func (c *Config) Validate() error {
 		{c.Limits.Burst >= 1, "limits.burst", c.Limits.Burst, "must be at least 1"},
 		{c.Limits.SessionsPerUser >= 1, "limits.sessions_per_user", c.Limits.SessionsPerUser, "must be at least 1"},
 		{c.Limits.SendQueue >= 8, "limits.send_queue", c.Limits.SendQueue, "must be at least 8"},
+		{c.Limits.HelloTimeout.Duration > 0, "limits.hello_timeout", c.Limits.HelloTimeout, "must be positive"},
+		{c.Limits.IdleTimeout.Duration >= 30*time.Millisecond, "limits.idle_timeout", c.Limits.IdleTimeout, "must be at least 30ms"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

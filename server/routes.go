@@ -11,6 +11,7 @@ func (s *Server) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	s.Hub.Routes(mux)
 	return mux
 }
 

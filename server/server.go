@@ -5,8 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,11 +12,14 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/channel"
 	"github.com/parleychat/parley/cluster"
 	"github.com/parleychat/parley/config"
+	"github.com/parleychat/parley/conn"
 	"github.com/parleychat/parley/store"
 )
 
@@ -34,6 +35,9 @@ type Server struct {
 	store   *store.Store
 	node    *cluster.Node
 	Service *channel.Service
+	Hub     *conn.Hub
+	hub     atomic.Pointer[conn.Hub] // set once the hub exists; commits before that are replays
+	nodeID  string
 	secret  []byte
 
 	http   *http.Server
@@ -58,14 +62,13 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	if s.store, err = store.Open(cfg.Data, log); err != nil {
 		return nil, err
 	}
-	nodeID, err := resolveNodeID(s.store, cfg.Node)
-	if err != nil {
+	if s.nodeID, err = resolveNodeID(s.store, cfg.Node); err != nil {
 		return nil, err
 	}
-	if s.secret, err = resolveSecret(s.store, cfg); err != nil {
+	if s.secret, err = ResolveSecret(cfg); err != nil {
 		return nil, err
 	}
-	ccfg := clusterConfig(cfg, nodeID)
+	ccfg := clusterConfig(cfg, s.nodeID)
 	s.node, err = cluster.Start(ccfg, s.store, log, func(shard int) (cluster.StateMachine, error) {
 		return channel.NewMachine(shard, s.store, s.onCommit)
 	})
@@ -75,6 +78,9 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	opt := channel.Options{MaxBody: cfg.Limits.MaxBody, MaxGroup: cfg.Limits.MaxGroup,
 		OpenRegistration: cfg.Auth.Registration == "open", BcryptCost: cfg.Auth.BcryptCost}
 	s.Service = channel.NewService(s.node, s.store, opt, log.With("sys", "channel"))
+	s.Hub = conn.NewHub(s.Service, auth.NewIssuer(s.secret, cfg.Auth.TokenTTL.Duration), hubOptions(cfg, s.nodeID),
+		log.With("sys", "conn"))
+	s.hub.Store(s.Hub)
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.wg.Add(1)
@@ -85,7 +91,7 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	if err := s.startHTTP(); err != nil {
 		return nil, err
 	}
-	log.Info("parley node started", "node", nodeID, "http", s.HTTPAddr(), "peer", s.node.PeerAddr(),
+	log.Info("parley node started", "node", s.nodeID, "http", s.HTTPAddr(), "peer", s.node.PeerAddr(),
 		"shards", cfg.Cluster.Shards, "data", cfg.Data, "version", Version)
 	return s, nil
 }
@@ -126,30 +132,41 @@ func resolveNodeID(st *store.Store, want string) (string, error) {
 	return string(have), nil
 }
 
-// resolveSecret returns the token key: the configured one, or on a single
+// ResolveSecret returns the token key: the configured one, or on a single
 // node one made on first start and kept in the data directory.
-func resolveSecret(st *store.Store, cfg config.Config) ([]byte, error) {
+func ResolveSecret(cfg config.Config) ([]byte, error) {
 	if cfg.Auth.Secret != "" {
 		return []byte(cfg.Auth.Secret), nil
 	}
-	v, err := st.Meta("auth-secret")
-	if err == nil {
-		return v, nil
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	if cfg.BootstrapExpect > 1 || len(cfg.Join) > 0 {
+	cluster := cfg.BootstrapExpect > 1 || len(cfg.Join) > 0
+	secret, err := auth.LoadOrCreateSecret(cfg.Data, !cluster)
+	if err != nil && cluster {
 		return nil, errors.New("auth.secret is required on a cluster: every node must sign tokens with the same key")
 	}
-	b := make([]byte, 32)
-	rand.Read(b)
-	secret := []byte(hex.EncodeToString(b))
-	return secret, st.SetMeta("auth-secret", secret)
+	return secret, err
+}
+
+func hubOptions(cfg config.Config, nodeID string) conn.Options {
+	o := conn.DefaultOptions()
+	o.NodeID = nodeID
+	o.MaxFrame = cfg.Limits.MaxFrame
+	o.SendQueue = cfg.Limits.SendQueue
+	o.SessionsPerUser = cfg.Limits.SessionsPerUser
+	o.Rate = cfg.Limits.Rate
+	o.Burst = cfg.Limits.Burst
+	o.Origins = cfg.Web.Origins
+	o.HelloTimeout = cfg.Limits.HelloTimeout.Duration
+	o.IdleTimeout = cfg.Limits.IdleTimeout.Duration
+	o.PingInterval = o.IdleTimeout / 3
+	return o
 }
 
 // onCommit receives every committed entry's events from the shards.
-func (s *Server) onCommit(shard int, evs []channel.Event) {}
+func (s *Server) onCommit(shard int, evs []channel.Event) {
+	if h := s.hub.Load(); h != nil {
+		h.OnCommit(shard, evs)
+	}
+}
 
 func (s *Server) startHTTP() error {
 	ln, err := net.Listen("tcp", s.cfg.HTTP)
@@ -183,6 +200,11 @@ func (s *Server) WaitReady(ctx context.Context) error { return s.node.WaitLeader
 // every acknowledged write already reached with a sync.
 func (s *Server) Close() error {
 	var errs []error
+	if s.Hub != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.Hub.Close(ctx, conn.CloseGoingAway, "node shutting down: reconnect")
+		cancel()
+	}
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, s.http.Shutdown(ctx))

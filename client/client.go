@@ -1,0 +1,376 @@
+// Package client is a Go client for parley's protocol (PROTOCOL.md): it
+// connects, sends with idempotency keys and retries them with the same key,
+// reads history and receipts, and delivers events on a channel. With
+// Options.Reconnect it reconnects after a lost connection and syncs every
+// channel from its last seen seq, so the message events it delivers have no
+// gaps and no duplicates.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Error is an error frame from the server.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// ErrClosed is returned by requests on a closed client.
+var ErrClosed = errors.New("client closed")
+
+// Event is a frame the server pushed: message, receipt, members, typing or
+// presence. Fields not used by its type are zero.
+type Event struct {
+	Type     string   `json:"type"`
+	Channel  string   `json:"channel"`
+	Seq      uint64   `json:"seq"`
+	From     string   `json:"from"`
+	Body     string   `json:"body"`
+	Ts       int64    `json:"ts"`
+	Key      string   `json:"key"`
+	User     string   `json:"user"`
+	Status   string   `json:"status"`
+	Added    []string `json:"added"`
+	Removed  []string `json:"removed"`
+	Online   bool     `json:"online"`
+	LastSeen int64    `json:"last_seen"`
+	// Received is when the client read the frame.
+	Received time.Time `json:"-"`
+}
+
+// Options configure a client.
+type Options struct {
+	// Token authenticates the hello. TokenFunc, if set, is called for each
+	// (re)connection instead, so expired tokens can be renewed.
+	Token     string
+	TokenFunc func(ctx context.Context) (string, error)
+	// Reconnect makes the client reconnect with backoff after the
+	// connection is lost, and sync the channels it has seen.
+	Reconnect bool
+	// NoSync turns off gap filling: message events are delivered as pushed.
+	NoSync bool
+	// EventBuffer is the size of the Events channel (default 1024).
+	EventBuffer int
+	// ReadLimit bounds one server frame (default 1 MiB).
+	ReadLimit int64
+}
+
+// Client is a connection to one parley node.
+type Client struct {
+	url  string
+	opt  Options
+	ctx  context.Context
+	stop context.CancelFunc
+
+	mu      sync.Mutex // guards the fields below
+	ws      *websocket.Conn
+	up      chan struct{} // closed while connected; replaced when the connection drops
+	user    string
+	session string
+	node    string
+	pending map[string]chan json.RawMessage
+	nextRef uint64
+	lastSeq map[string]uint64 // per channel, the last message event delivered
+	err     error             // why the client stopped
+
+	inbox  *queue // read loop -> delivery goroutine; unbounded, so a reply is never stuck behind pushes
+	events chan Event
+	done   chan struct{}
+}
+
+// inboxItem is a pushed event, or (resync) the news of a new connection.
+type inboxItem struct {
+	ev     Event
+	resync bool
+}
+
+// WSURL turns a base URL (http://host:port) into the WebSocket endpoint.
+func WSURL(base string) string {
+	base = strings.TrimRight(base, "/")
+	switch {
+	case strings.HasPrefix(base, "http://"):
+		base = "ws://" + strings.TrimPrefix(base, "http://")
+	case strings.HasPrefix(base, "https://"):
+		base = "wss://" + strings.TrimPrefix(base, "https://")
+	case !strings.HasPrefix(base, "ws://") && !strings.HasPrefix(base, "wss://"):
+		base = "ws://" + base
+	}
+	if !strings.HasSuffix(base, "/v1/ws") {
+		base += "/v1/ws"
+	}
+	return base
+}
+
+// Dial connects to base (http://host:port or a ws:// URL) and says hello.
+func Dial(ctx context.Context, base string, opt Options) (*Client, error) {
+	if opt.EventBuffer == 0 {
+		opt.EventBuffer = 1024
+	}
+	if opt.ReadLimit == 0 {
+		opt.ReadLimit = 1 << 20
+	}
+	cctx, stop := context.WithCancel(context.Background())
+	c := &Client{url: WSURL(base), opt: opt, ctx: cctx, stop: stop, up: make(chan struct{}),
+		pending: map[string]chan json.RawMessage{}, lastSeq: map[string]uint64{},
+		inbox: newQueue(), events: make(chan Event, opt.EventBuffer), done: make(chan struct{})}
+	ws, err := c.connect(ctx)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	delivered := make(chan struct{})
+	go func() {
+		defer close(delivered)
+		c.deliver()
+	}()
+	go func() {
+		c.run(ws)
+		c.inbox.close()
+		<-delivered
+		close(c.events)
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// connect opens a WebSocket and completes the hello.
+func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
+	token := c.opt.Token
+	if c.opt.TokenFunc != nil {
+		var err error
+		if token, err = c.opt.TokenFunc(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ws, _, err := websocket.Dial(ctx, c.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	ws.SetReadLimit(c.opt.ReadLimit)
+	hello, _ := json.Marshal(map[string]string{"type": "hello", "token": token})
+	if err := ws.Write(ctx, websocket.MessageText, hello); err != nil {
+		ws.CloseNow()
+		return nil, err
+	}
+	_, raw, err := ws.Read(ctx)
+	if err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	var w struct{ Type, User, Session, Node string }
+	if err := json.Unmarshal(raw, &w); err != nil || w.Type != "welcome" {
+		ws.CloseNow()
+		return nil, fmt.Errorf("hello: unexpected reply %s", raw)
+	}
+	c.mu.Lock()
+	c.ws, c.user, c.session, c.node = ws, w.User, w.Session, w.Node
+	close(c.up)
+	c.mu.Unlock()
+	return ws, nil
+}
+
+// User, Session and Node are from the latest welcome.
+func (c *Client) User() string    { c.mu.Lock(); defer c.mu.Unlock(); return c.user }
+func (c *Client) Session() string { c.mu.Lock(); defer c.mu.Unlock(); return c.session }
+func (c *Client) Node() string    { c.mu.Lock(); defer c.mu.Unlock(); return c.node }
+
+// Events delivers pushed frames; it is closed when the client stops.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// Done is closed when the client has stopped; Err says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is why the client stopped, once Done is closed.
+func (c *Client) Err() error { c.mu.Lock(); defer c.mu.Unlock(); return c.err }
+
+// Close ends the connection and stops reconnecting.
+func (c *Client) Close() error {
+	c.stop()
+	c.mu.Lock()
+	ws := c.ws
+	c.mu.Unlock()
+	if ws != nil {
+		ws.Close(websocket.StatusNormalClosure, "bye")
+	}
+	<-c.done
+	return nil
+}
+
+// run reads frames until the connection drops, then reconnects or stops.
+func (c *Client) run(ws *websocket.Conn) {
+	for {
+		err := c.readLoop(ws)
+		c.dropped()
+		if !c.opt.Reconnect || c.ctx.Err() != nil {
+			c.mu.Lock()
+			c.err = err
+			c.mu.Unlock()
+			return
+		}
+		if ws = c.reconnect(); ws == nil {
+			return
+		}
+		c.inbox.push(inboxItem{resync: true})
+	}
+}
+
+// dropped fails the requests waiting on the lost connection.
+func (c *Client) dropped() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ws = nil
+	c.up = make(chan struct{})
+	for ref, ch := range c.pending {
+		close(ch)
+		delete(c.pending, ref)
+	}
+}
+
+func (c *Client) reconnect() *websocket.Conn {
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-c.ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		ws, err := c.connect(ctx)
+		cancel()
+		if err == nil {
+			return ws
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Client) readLoop(ws *websocket.Conn) error {
+	for {
+		_, raw, err := ws.Read(c.ctx)
+		if err != nil {
+			return err
+		}
+		c.frame(raw)
+	}
+}
+
+// frame routes one server frame: a reply to its waiting request, anything
+// else to Events.
+func (c *Client) frame(raw []byte) {
+	var head struct {
+		Type string `json:"type"`
+		Ref  string `json:"ref"`
+	}
+	if json.Unmarshal(raw, &head) != nil {
+		return
+	}
+	if head.Ref != "" && head.Type != "message" {
+		c.mu.Lock()
+		ch := c.pending[head.Ref]
+		delete(c.pending, head.Ref)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- raw
+			return
+		}
+	}
+	var ev Event
+	if json.Unmarshal(raw, &ev) != nil {
+		return
+	}
+	ev.Received = time.Now()
+	c.inbox.push(inboxItem{ev: ev})
+}
+
+func (c *Client) emit(ev Event) {
+	select {
+	case c.events <- ev:
+	case <-c.ctx.Done():
+	}
+}
+
+// Request sends a frame (a ref is added) and waits for its reply. An error
+// frame is returned as *Error.
+func (c *Client) Request(ctx context.Context, frame map[string]any) (json.RawMessage, error) {
+	c.mu.Lock()
+	ws, up := c.ws, c.up
+	c.nextRef++
+	ref := "r" + strconv.FormatUint(c.nextRef, 10)
+	reply := make(chan json.RawMessage, 1)
+	if ws != nil {
+		c.pending[ref] = reply
+	}
+	c.mu.Unlock()
+	if ws == nil {
+		select { // wait for a reconnect, then let the caller retry
+		case <-up:
+			return nil, &Error{Code: "unavailable", Message: "reconnected: retry"}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.done:
+			return nil, ErrClosed
+		}
+	}
+	frame["ref"] = ref
+	raw, _ := json.Marshal(frame)
+	if err := ws.Write(ctx, websocket.MessageText, raw); err != nil {
+		c.forget(ref)
+		return nil, err
+	}
+	select {
+	case r, ok := <-reply:
+		if !ok {
+			return nil, &Error{Code: "unavailable", Message: "connection lost: retry"}
+		}
+		var e struct {
+			Type string `json:"type"`
+			Error
+		}
+		if json.Unmarshal(r, &e) == nil && e.Type == "error" {
+			return nil, &e.Error
+		}
+		return r, nil
+	case <-ctx.Done():
+		c.forget(ref)
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Client) forget(ref string) {
+	c.mu.Lock()
+	delete(c.pending, ref)
+	c.mu.Unlock()
+}
+
+// Fire sends a frame that has no reply (typing, or a receipt without ref).
+func (c *Client) Fire(ctx context.Context, frame map[string]any) error {
+	c.mu.Lock()
+	ws := c.ws
+	c.mu.Unlock()
+	if ws == nil {
+		return &Error{Code: "unavailable", Message: "not connected"}
+	}
+	raw, _ := json.Marshal(frame)
+	return ws.Write(ctx, websocket.MessageText, raw)
+}
+
+// NewKey returns a fresh idempotency key.
+func NewKey() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

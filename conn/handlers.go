@@ -1,0 +1,126 @@
+package conn
+
+import (
+	"context"
+	"time"
+
+	"github.com/parleychat/parley/channel"
+)
+
+// requestTimeout bounds one request; past it the client gets unavailable
+// and retries (with the same key, for a send).
+const requestTimeout = 10 * time.Second
+
+// handle serves one request frame and queues its reply.
+func (s *Session) handle(f *Frame) {
+	ctx, cancel := context.WithTimeout(s.ctx, requestTimeout)
+	defer cancel()
+	reply, err := s.serve(ctx, f)
+	if err != nil {
+		s.replyError(f.Ref, err)
+		return
+	}
+	if reply != nil {
+		s.enqueue(encode(reply))
+	}
+}
+
+// serve runs a request against the channel service; a nil reply means the
+// frame type has none.
+func (s *Session) serve(ctx context.Context, f *Frame) (any, error) {
+	svc, user := s.hub.svc, s.user
+	switch f.Type {
+	case "hello":
+		return nil, badRequest("already said hello")
+	case "send":
+		sent, err := svc.Send(ctx, channel.SendRequest{From: user, To: f.To, Channel: f.Channel, Body: f.Body, Key: f.Key})
+		if err != nil {
+			return nil, err
+		}
+		return sentFrame{Type: "sent", Ref: f.Ref, Channel: sent.Channel, Seq: sent.Seq, Ts: sent.Ts, Duplicate: sent.Duplicate}, nil
+	case "create_group":
+		g, err := svc.CreateGroup(ctx, user, f.Name, f.Members)
+		if err != nil {
+			return nil, err
+		}
+		return groupFrame{Type: "group", Ref: f.Ref, Channel: g.Channel, Name: g.Name, Owner: g.Owner, Members: g.Members}, nil
+	case "add_members":
+		_, err := svc.AddMembers(ctx, user, f.Channel, f.Members)
+		return okFrame{Type: "ok", Ref: f.Ref}, err
+	case "remove_members":
+		_, err := svc.RemoveMembers(ctx, user, f.Channel, f.Members)
+		return okFrame{Type: "ok", Ref: f.Ref}, err
+	case "leave":
+		return okFrame{Type: "ok", Ref: f.Ref}, svc.Leave(ctx, user, f.Channel)
+	case "channels":
+		chs, err := svc.Channels(ctx, user)
+		return channelsFrame{Type: "channels", Ref: f.Ref, Channels: chs}, err
+	case "history":
+		return s.history(ctx, f)
+	case "receipt":
+		if _, err := svc.SetReceipt(ctx, user, f.Channel, *f.Seq, f.Status); err != nil {
+			return nil, err
+		}
+		if f.Ref == "" {
+			return nil, nil
+		}
+		return okFrame{Type: "ok", Ref: f.Ref}, nil
+	case "status":
+		st, err := svc.Status(ctx, user, f.Channel, *f.Seq)
+		return statusFrame{Type: "status", Ref: f.Ref, ReceiptStatus: st}, err
+	case "typing":
+		return nil, s.typing(ctx, f.Channel)
+	case "presence":
+		users := s.hub.watch(s, f.Users)
+		return presenceReply{Type: "presence", Ref: f.Ref, Users: users}, nil
+	}
+	return nil, badRequest("unknown type %q", f.Type)
+}
+
+func (s *Session) history(ctx context.Context, f *Frame) (any, error) {
+	q := channel.HistoryQuery{Limit: 50}
+	if f.Limit != nil {
+		q.Limit = *f.Limit
+	}
+	if f.After != nil {
+		q.After = *f.After
+	}
+	if f.Before != nil {
+		q.Before, q.UseBefore = *f.Before, true
+	}
+	msgs, last, err := s.hub.svc.History(ctx, s.user, f.Channel, q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]messageFrame, len(msgs))
+	for i := range msgs {
+		out[i] = newMessageFrame(&msgs[i])
+	}
+	return messagesFrame{Type: "messages", Ref: f.Ref, Channel: f.Channel, Messages: out, LastSeq: last}, nil
+}
+
+// typing relays to the channel's other members; only members may type.
+func (s *Session) typing(ctx context.Context, ch string) error {
+	members, err := s.hub.svc.Members(ctx, s.user, ch)
+	if err != nil {
+		return err
+	}
+	s.hub.deliver(members, encode(typingFrame{Type: "typing", Channel: ch, User: s.user}), s.user)
+	return nil
+}
+
+func (s *Session) replyError(ref string, err error) {
+	code := channel.Code(err)
+	msg := err.Error()
+	if e, ok := err.(*channel.Error); ok {
+		msg = e.Message
+	}
+	if code == channel.ErrInternal.Code {
+		s.hub.log.Error("request failed", "user", s.user, "err", err)
+	}
+	s.enqueue(encode(errorFrame{Type: "error", Ref: ref, Code: code, Message: msg}))
+}
+
+func rateLimited() *channel.Error {
+	return &channel.Error{Code: channel.ErrRateLimited.Code, Message: "too many requests: slow down"}
+}

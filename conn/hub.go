@@ -1,0 +1,358 @@
+// Package conn serves parley's client protocol (PROTOCOL.md): WebSocket
+// sessions at /v1/ws and the HTTP API. A Hub keeps this node's sessions,
+// delivers committed events to them and tracks presence.
+package conn
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/channel"
+)
+
+// Options are the limits of sessions.
+type Options struct {
+	NodeID          string
+	MaxFrame        int      // bytes of one client frame; larger closes the session
+	SendQueue       int      // frames queued for a session before it counts as slow
+	SessionsPerUser int      // live sessions one user may hold on this node
+	Rate            float64  // requests per second per user
+	Burst           int      // requests a user may make at once
+	Origins         []string // allowed Origin host patterns besides same-origin
+	HelloTimeout    time.Duration
+	IdleTimeout     time.Duration // a session with no frame or pong for this long is dead
+	PingInterval    time.Duration
+	WriteTimeout    time.Duration
+}
+
+// DefaultOptions are PROTOCOL.md's timers and modest limits.
+func DefaultOptions() Options {
+	return Options{MaxFrame: 64 << 10, SendQueue: 256, SessionsPerUser: 16, Rate: 50, Burst: 100,
+		HelloTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, PingInterval: 10 * time.Second,
+		WriteTimeout: 10 * time.Second}
+}
+
+// Stats are the hub's counters, for the status page and metrics.
+type Stats struct {
+	Sessions      int   `json:"sessions"`
+	Users         int   `json:"users"`
+	SlowCloses    int64 `json:"slow_consumer_closes"`
+	IdleCloses    int64 `json:"idle_closes"`
+	RateLimited   int64 `json:"rate_limited"`
+	Delivered     int64 `json:"frames_delivered"`
+	EventsPending int   `json:"events_pending"`
+}
+
+// Hub is this node's set of sessions.
+type Hub struct {
+	svc    *channel.Service
+	issuer *auth.Issuer
+	opt    Options
+	log    *slog.Logger
+
+	mu       sync.Mutex // guards users, watchers, lastSeen, closed
+	users    map[string]*userState
+	watchers map[string]map[*Session]struct{} // user -> sessions that asked for their presence
+	lastSeen map[string]int64                 // ms, when each user's last session ended
+	closed   bool
+
+	events  chan []channel.Event // committed events, in commit order per shard
+	members *memberCache         // owned by the dispatcher goroutine
+
+	slowCloses, idleCloses, rateLimited, delivered atomic.Int64
+
+	sessions sync.WaitGroup
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+type userState struct {
+	sessions map[*Session]struct{}
+	limiter  *rate.Limiter
+}
+
+// NewHub returns a hub and starts its dispatcher; Close stops it.
+func NewHub(svc *channel.Service, issuer *auth.Issuer, opt Options, log *slog.Logger) *Hub {
+	h := &Hub{svc: svc, issuer: issuer, opt: opt, log: log,
+		users: map[string]*userState{}, watchers: map[string]map[*Session]struct{}{}, lastSeen: map[string]int64{},
+		events: make(chan []channel.Event, 4096), members: newMemberCache(svc),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go h.dispatch()
+	return h
+}
+
+// OnCommit takes a committed entry's events from the state machine. It runs
+// on a shard's apply goroutine; when the dispatcher is far behind it blocks,
+// which slows commits rather than dropping pushes.
+func (h *Hub) OnCommit(_ int, evs []channel.Event) {
+	select {
+	case h.events <- evs:
+	case <-h.stop:
+	}
+}
+
+func (h *Hub) dispatch() {
+	defer close(h.done)
+	for {
+		select {
+		case evs := <-h.events:
+			for _, ev := range evs {
+				h.deliverEvent(ev)
+			}
+		case <-h.stop:
+			return
+		}
+	}
+}
+
+// maxReceiptFanout is the largest group whose receipts are pushed.
+const maxReceiptFanout = 256
+
+func (h *Hub) deliverEvent(ev channel.Event) {
+	switch {
+	case ev.Message != nil:
+		members := h.members.get(ev.Message.Channel)
+		h.deliver(members, encode(newMessageFrame(ev.Message)), "")
+	case ev.Members != nil:
+		m := ev.Members
+		h.members.change(m.Channel, m.Added, m.Removed)
+		frame := encode(membersFrame{Type: "members", Channel: m.Channel, Added: orEmpty(m.Added), Removed: orEmpty(m.Removed)})
+		h.deliver(append(h.members.get(m.Channel), m.Removed...), frame, "")
+	case ev.Receipt != nil:
+		r := ev.Receipt
+		members := h.members.get(r.Channel)
+		if len(members) <= maxReceiptFanout {
+			h.deliver(members, encode(receiptFrame{Type: "receipt", Channel: r.Channel, User: r.User, Status: r.Status, Seq: r.Seq}), "")
+		}
+	}
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// deliver queues frame on every local session of users, except those of
+// the user skip. It never blocks: a full queue closes that session.
+func (h *Hub) deliver(users []string, frame []byte, skip string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, u := range users {
+		if u == skip {
+			continue
+		}
+		if us := h.users[u]; us != nil {
+			for s := range us.sessions {
+				s.enqueue(frame)
+			}
+		}
+	}
+}
+
+// register adds a session after its hello; false when the user holds too
+// many sessions already or the hub is closing.
+func (h *Hub) register(s *Session) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	us := h.users[s.user]
+	if us == nil {
+		us = &userState{sessions: map[*Session]struct{}{}, limiter: rate.NewLimiter(rate.Limit(h.opt.Rate), h.opt.Burst)}
+		h.users[s.user] = us
+	}
+	if len(us.sessions) >= h.opt.SessionsPerUser {
+		return false
+	}
+	us.sessions[s] = struct{}{}
+	s.limiter = us.limiter
+	h.sessions.Add(1)
+	if len(us.sessions) == 1 {
+		h.notifyPresence(s.user, true, time.Now().UnixMilli())
+	}
+	return true
+}
+
+// unregister removes a session; the user goes offline with its last one.
+func (h *Hub) unregister(s *Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for u := range s.watching {
+		delete(h.watchers[u], s)
+		if len(h.watchers[u]) == 0 {
+			delete(h.watchers, u)
+		}
+	}
+	us := h.users[s.user]
+	if us == nil {
+		return
+	}
+	if _, ok := us.sessions[s]; !ok {
+		return
+	}
+	delete(us.sessions, s)
+	h.sessions.Done()
+	if len(us.sessions) == 0 {
+		delete(h.users, s.user)
+		now := time.Now().UnixMilli()
+		h.lastSeen[s.user] = now
+		h.notifyPresence(s.user, false, now)
+	}
+}
+
+// notifyPresence tells the watchers of user. Caller holds h.mu.
+func (h *Hub) notifyPresence(user string, online bool, at int64) {
+	if len(h.watchers[user]) == 0 {
+		return
+	}
+	frame := encode(presenceFrame{Type: "presence", User: user, Online: online, LastSeen: at})
+	for s := range h.watchers[user] {
+		s.enqueue(frame)
+	}
+}
+
+// watch subscribes s to the presence of users and returns their state now.
+func (h *Hub) watch(s *Session, users []string) map[string]presenceState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]presenceState, len(users))
+	now := time.Now().UnixMilli()
+	for _, u := range users {
+		if h.watchers[u] == nil {
+			h.watchers[u] = map[*Session]struct{}{}
+		}
+		h.watchers[u][s] = struct{}{}
+		s.watching[u] = struct{}{}
+		if h.users[u] != nil {
+			out[u] = presenceState{Online: true, LastSeen: now}
+		} else {
+			out[u] = presenceState{LastSeen: h.lastSeen[u]}
+		}
+	}
+	return out
+}
+
+// Stats reports the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	st := Stats{Users: len(h.users)}
+	for _, us := range h.users {
+		st.Sessions += len(us.sessions)
+	}
+	h.mu.Unlock()
+	st.SlowCloses = h.slowCloses.Load()
+	st.IdleCloses = h.idleCloses.Load()
+	st.RateLimited = h.rateLimited.Load()
+	st.Delivered = h.delivered.Load()
+	st.EventsPending = len(h.events)
+	return st
+}
+
+// SessionsOf lists the session ids of a user on this node.
+func (h *Hub) SessionsOf(user string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	if us := h.users[user]; us != nil {
+		for s := range us.sessions {
+			out = append(out, s.id)
+		}
+	}
+	return out
+}
+
+// Close refuses new sessions, closes every live one with code (4010 tells
+// clients to reconnect, possibly to another node), waits for them to end
+// or ctx, and stops the dispatcher.
+func (h *Hub) Close(ctx context.Context, code int, reason string) {
+	h.mu.Lock()
+	h.closed = true
+	var all []*Session
+	for _, us := range h.users {
+		for s := range us.sessions {
+			all = append(all, s)
+		}
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.closeWith(code, reason)
+	}
+	waited := make(chan struct{})
+	go func() {
+		h.sessions.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+	}
+	close(h.stop)
+	<-h.done
+}
+
+// memberCache keeps group member lists for delivery. Only the dispatcher
+// goroutine uses it; membership events keep it current.
+type memberCache struct {
+	svc    *channel.Service
+	groups map[string]map[string]struct{}
+}
+
+// maxCachedGroups bounds the cache; past it the cache starts over.
+const maxCachedGroups = 10000
+
+func newMemberCache(svc *channel.Service) *memberCache {
+	return &memberCache{svc: svc, groups: map[string]map[string]struct{}{}}
+}
+
+// get returns a channel's members: a DM's two users, or a group's from the
+// cache or the service.
+func (c *memberCache) get(ch string) []string {
+	if a, b, ok := channel.ParseDM(ch); ok {
+		return []string{a, b}
+	}
+	set, ok := c.groups[ch]
+	if !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		members, err := c.svc.MembersOf(ctx, ch)
+		cancel()
+		if err != nil {
+			return nil // pushes are best effort; history has the message
+		}
+		if len(c.groups) >= maxCachedGroups {
+			clear(c.groups)
+		}
+		set = make(map[string]struct{}, len(members))
+		for _, m := range members {
+			set[m] = struct{}{}
+		}
+		c.groups[ch] = set
+	}
+	out := make([]string, 0, len(set))
+	for m := range set {
+		out = append(out, m)
+	}
+	return out
+}
+
+// change applies a membership event to a cached group.
+func (c *memberCache) change(ch string, added, removed []string) {
+	set, ok := c.groups[ch]
+	if !ok {
+		return
+	}
+	for _, u := range added {
+		set[u] = struct{}{}
+	}
+	for _, u := range removed {
+		delete(set, u)
+	}
+}

@@ -1,0 +1,238 @@
+package conn
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+)
+
+// Close codes a session may end with (docs/protocol.md lists them).
+const (
+	CloseIdle           = 4000 // no frame or pong for IdleTimeout
+	CloseUnauthorized   = 4001 // missing, bad or expired token, or no hello in time
+	CloseSlowConsumer   = 4008 // the session's queue filled up: reconnect and sync
+	CloseTooManySession = 4009 // the user holds too many sessions on this node
+	CloseGoingAway      = 4010 // the node is shutting down: reconnect, to another node if need be
+)
+
+// Session is one live WebSocket of a user.
+type Session struct {
+	id      string
+	user    string
+	hub     *Hub
+	ws      *websocket.Conn
+	limiter *rate.Limiter // shared by the user's sessions; set by register
+
+	out      chan []byte   // frames to write, bounded
+	reqs     chan *Frame   // requests to handle in order, bounded
+	lastSeen atomic.Int64 // unix ns of the last frame or pong received
+
+	// watching is the users whose presence this session asked for; guarded
+	// by hub.mu.
+	watching map[string]struct{}
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+}
+
+func newSessionID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// ServeWS upgrades the request and runs the session until it ends.
+func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
+	var s *Session
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		OriginPatterns: h.opt.Origins,
+		OnPongReceived: func(context.Context, []byte) {
+			if s != nil {
+				s.lastSeen.Store(time.Now().UnixNano())
+			}
+		},
+	})
+	if err != nil {
+		return // Accept has answered the request
+	}
+	ws.SetReadLimit(int64(h.opt.MaxFrame))
+	user, ok := h.hello(ws)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s = &Session{id: newSessionID(), user: user, hub: h, ws: ws, ctx: ctx, cancel: cancel,
+		out: make(chan []byte, h.opt.SendQueue), reqs: make(chan *Frame, 64), watching: map[string]struct{}{}}
+	s.lastSeen.Store(time.Now().UnixNano())
+	if !h.register(s) {
+		cancel()
+		ws.Close(CloseTooManySession, "too many sessions for this user, or the node is closing")
+		return
+	}
+	s.enqueue(encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID}))
+	s.run()
+}
+
+// hello waits for the first frame, which must be a hello with a valid
+// token; otherwise the session is closed with 4001.
+func (h *Hub) hello(ws *websocket.Conn) (string, bool) {
+	// A Read whose context expires drops the connection without a close
+	// code, so the deadline closes the session itself.
+	late := time.AfterFunc(h.opt.HelloTimeout, func() { ws.Close(CloseUnauthorized, "no hello in time") })
+	typ, raw, err := ws.Read(context.Background())
+	if !late.Stop() || err != nil {
+		ws.CloseNow()
+		return "", false
+	}
+	f, ferr := DecodeFrame(raw)
+	if typ != websocket.MessageText || ferr != nil || f.Type != "hello" {
+		ws.Close(CloseUnauthorized, "the first frame must be a hello with a token")
+		return "", false
+	}
+	user, err := h.issuer.Verify(f.Token)
+	if err != nil {
+		ws.Close(CloseUnauthorized, "bad or expired token")
+		return "", false
+	}
+	return user, true
+}
+
+// run serves the session: the caller's goroutine reads, one goroutine
+// writes, one handles requests in order. It returns when the session ends.
+func (s *Session) run() {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.writeLoop()
+	}()
+	go func() {
+		defer wg.Done()
+		s.handleLoop()
+	}()
+	s.readLoop()
+	s.hub.unregister(s)
+	s.cancel()
+	wg.Wait()
+	s.ws.CloseNow()
+}
+
+func (s *Session) readLoop() {
+	for {
+		typ, raw, err := s.ws.Read(s.ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
+				s.hub.log.Debug("session sent an oversized frame", "user", s.user)
+			}
+			return
+		}
+		s.lastSeen.Store(time.Now().UnixNano())
+		if typ != websocket.MessageText {
+			s.replyError("", badRequest("binary frames are not supported: send JSON text frames"))
+			continue
+		}
+		f, ferr := DecodeFrame(raw)
+		ref := ""
+		if f != nil {
+			ref = f.Ref
+		}
+		if ferr != nil {
+			s.replyError(ref, ferr)
+			continue
+		}
+		if f.Type == "ping" { // answered here, so it measures the session, not the queue
+			s.enqueue(encode(okFrame{Type: "pong", Ref: f.Ref}))
+			continue
+		}
+		if !s.limiter.Allow() {
+			s.hub.rateLimited.Add(1)
+			s.replyError(ref, rateLimited())
+			continue
+		}
+		select {
+		case s.reqs <- f:
+		default:
+			s.hub.rateLimited.Add(1)
+			s.replyError(ref, rateLimited())
+		}
+	}
+}
+
+func (s *Session) handleLoop() {
+	for {
+		select {
+		case f := <-s.reqs:
+			s.handle(f)
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// writeLoop writes queued frames, each with a deadline, and pings.
+func (s *Session) writeLoop() {
+	ping := time.NewTicker(s.hub.opt.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case f := <-s.out:
+			ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.WriteTimeout)
+			err := s.ws.Write(ctx, websocket.MessageText, f)
+			cancel()
+			if err != nil {
+				s.ws.CloseNow()
+				return
+			}
+			s.hub.delivered.Add(1)
+		case <-ping.C:
+			idle := time.Since(time.Unix(0, s.lastSeen.Load()))
+			if idle > s.hub.opt.IdleTimeout {
+				if s.closeWith(CloseIdle, "no frame or pong for too long") {
+					s.hub.idleCloses.Add(1)
+				}
+				return
+			}
+			go func() {
+				ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.PingInterval)
+				defer cancel()
+				s.ws.Ping(ctx) // the pong updates lastSeen
+			}()
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// enqueue queues a frame without blocking; a session whose queue is full
+// has fallen behind and is closed, so it never slows anyone else.
+func (s *Session) enqueue(frame []byte) {
+	select {
+	case s.out <- frame:
+	default:
+		if s.closeWith(CloseSlowConsumer, "too slow: reconnect and sync with history") {
+			s.hub.slowCloses.Add(1)
+		}
+	}
+}
+
+// closeWith closes the session with a code without blocking the caller;
+// only the first call closes, and reports true.
+func (s *Session) closeWith(code int, reason string) bool {
+	first := false
+	s.closeOnce.Do(func() {
+		first = true
+		go func() {
+			s.ws.Close(websocket.StatusCode(code), reason)
+			s.cancel()
+		}()
+	})
+	return first
+}
