@@ -48,7 +48,6 @@ func (k keys) userIndex(user string) []byte  { return append(k.make("x", user), 
 func (k keys) receipt(ch, user string) []byte {
 	return k.make("r", ch, user)
 }
-func (k keys) receipts(ch string) []byte { return append(k.make("r", ch), 0) }
 func (k keys) idem(ch, sender, key string) []byte {
 	return k.make("k", ch, sender, key)
 }

@@ -1,7 +1,6 @@
 package channel
 
 import (
-	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -101,11 +100,4 @@ func checkKey(key string) error {
 		return errorf(ErrBadRequest, "key is not valid UTF-8")
 	}
 	return nil
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return fmt.Sprintf("1 %s", word)
-	}
-	return fmt.Sprintf("%d %ss", n, word)
 }

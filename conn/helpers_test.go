@@ -13,7 +13,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parleychat/parley/auth"
-	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
@@ -287,19 +286,4 @@ func postJSON(t *testing.T, url, body string) (int, map[string]any) {
 	var out map[string]any
 	json.NewDecoder(resp.Body).Decode(&out)
 	return resp.StatusCode, out
-}
-
-func (e *env) client(user string, opt client.Options) *client.Client {
-	e.t.Helper()
-	if opt.Token == "" {
-		opt.Token = e.token(user)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, e.base(), opt)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { c.Close() })
-	return c
 }

@@ -30,8 +30,8 @@ type Session struct {
 	ws      *websocket.Conn
 	limiter *rate.Limiter // shared by the user's sessions; set by register
 
-	out      chan []byte   // frames to write, bounded
-	reqs     chan *Frame   // requests to handle in order, bounded
+	out      chan []byte  // frames to write, bounded
+	reqs     chan *Frame  // requests to handle in order, bounded
 	lastSeen atomic.Int64 // unix ns of the last frame or pong received
 
 	// watching is the users whose presence this session asked for; guarded

@@ -43,8 +43,10 @@ type Server struct {
 	http   *http.Server
 	httpLn net.Listener
 
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start brings a node up in order: storage, shards, service, HTTP. On error
@@ -197,8 +199,14 @@ func (s *Server) WaitReady(ctx context.Context) error { return s.node.WaitLeader
 
 // Close stops the node in reverse order of start: clients first (nothing new
 // comes in), then background work, then Raft, then the database, which
-// every acknowledged write already reached with a sync.
+// every acknowledged write already reached with a sync. Only the first call
+// does the work.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Server) close() error {
 	var errs []error
 	if s.Hub != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

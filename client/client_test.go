@@ -1,0 +1,155 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/config"
+	"github.com/parleychat/parley/internal/testutil"
+	"github.com/parleychat/parley/server"
+	"github.com/parleychat/parley/server/servertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func token(t *testing.T, cfg config.Config, user string) string {
+	tok, _, err := auth.NewIssuer([]byte(cfg.Auth.Secret), time.Hour).Mint(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func dial(t *testing.T, base string, opt client.Options) *client.Client {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, base, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// nextMessage waits for the next message event.
+func nextMessage(t *testing.T, c *client.Client) client.Event {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-c.Events():
+			if !ok {
+				t.Fatal("events closed")
+			}
+			if ev.Type == "message" {
+				return ev
+			}
+		case <-timeout:
+			t.Fatal("no message event")
+		}
+	}
+}
+
+func TestRegisterLoginSendHistory(t *testing.T) {
+	srv := servertest.Start(t, servertest.Config(t.TempDir()))
+	base, ctx := "http://"+srv.HTTPAddr(), context.Background()
+	if err := client.Register(ctx, base, "alice", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
+	err := client.Register(ctx, base, "alice", "correct horse")
+	if e, ok := err.(*client.Error); !ok || e.Code != "conflict" {
+		t.Fatalf("second register: %v", err)
+	}
+	tok, exp, err := client.Login(ctx, base, "alice", "correct horse")
+	if err != nil || time.Until(exp) < time.Hour {
+		t.Fatal(err, exp)
+	}
+	c := dial(t, base, client.Options{Token: tok})
+	if c.User() != "alice" {
+		t.Fatalf("user %q", c.User())
+	}
+	s1, err := c.Send(ctx, client.SendArgs{To: "bob", Body: "one", Key: "fixed"})
+	if err != nil || s1.Seq != 1 {
+		t.Fatal(s1, err)
+	}
+	s2, _ := c.Send(ctx, client.SendArgs{To: "bob", Body: "one", Key: "fixed"})
+	if !s2.Duplicate || s2.Seq != 1 {
+		t.Fatalf("resend %+v", s2)
+	}
+	if ev := nextMessage(t, c); ev.Body != "one" || ev.Seq != 1 {
+		t.Fatalf("own message %+v", ev)
+	}
+	after := uint64(0)
+	page, err := c.History(ctx, "dm:alice:bob", client.HistoryQuery{After: &after})
+	if err != nil || len(page.Messages) != 1 || page.LastSeq != 1 {
+		t.Fatal(page, err)
+	}
+	if _, err := c.History(ctx, "g:nope", client.HistoryQuery{}); err == nil {
+		t.Fatal("history of an unknown group worked")
+	}
+}
+
+// A reconnecting client gets every message it missed while the node was
+// down, with no gaps and no duplicates.
+func TestReconnectSyncsWithoutGapsOrDuplicates(t *testing.T) {
+	cfg := servertest.Config(t.TempDir())
+	cfg.HTTP = freeAddr(t)
+	srv := servertest.Start(t, cfg)
+	base, ctx := "http://"+cfg.HTTP, context.Background()
+	bob := dial(t, base, client.Options{Token: token(t, cfg, "bob"), Reconnect: true})
+	alice := dial(t, base, client.Options{Token: token(t, cfg, "alice")})
+	for i := 1; i <= 3; i++ {
+		if _, err := alice.Send(ctx, client.SendArgs{To: "bob", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		if ev := nextMessage(t, bob); ev.Seq != uint64(i) {
+			t.Fatalf("got seq %d, want %d", ev.Seq, i)
+		}
+	}
+	alice.Close()
+	srv.Close()
+	// Bob's client is now reconnecting. A new node process on the same
+	// data and address takes alice's messages meanwhile.
+	srv2, err := server.Start(cfg, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Close()
+	alice = dial(t, base, client.Options{Token: token(t, cfg, "alice")})
+	for i := 4; i <= 8; i++ {
+		if _, err := alice.Send(ctx, client.SendArgs{To: "bob", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 4; i <= 8; i++ {
+		ev := nextMessage(t, bob)
+		if ev.Seq != uint64(i) || ev.Body != fmt.Sprint(i) {
+			t.Fatalf("got seq %d %q, want %d", ev.Seq, ev.Body, i)
+		}
+	}
+	select {
+	case ev := <-bob.Events():
+		if ev.Type == "message" {
+			t.Fatalf("duplicate or extra message %+v", ev)
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}
