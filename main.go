@@ -3,6 +3,8 @@
 //
 //	parley serve [--config FILE] [--node NAME] [--data DIR] [--http ADDR]
 //	             [--gossip ADDR] [--peer ADDR] [--join ADDR,ADDR] [--bootstrap-expect N]
+//	parley chat --user NAME [--server URL] [--register]
+//	parley token USER
 //	parley version
 package main
 
@@ -36,6 +38,8 @@ const usage = `usage: parley <command> [flags]
 
 commands:
   serve     run a node (with no flags: a single node on http://127.0.0.1:8080)
+  chat      chat from the command line (parley chat --user alice --register)
+  token     print a token for a user, signed with the node's secret
   version   print the version
 
 Run "parley <command> -h" for a command's flags.
@@ -50,6 +54,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
+	case "token":
+		return tokenCmd(ctx, args[1:], stdout, stderr)
+	case "chat":
+		return chatCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "parley", server.Version)
 		return nil

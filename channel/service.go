@@ -411,7 +411,14 @@ func (s *Service) Channels(ctx context.Context, user string) ([]ChannelInfo, err
 			if err != nil {
 				return nil, storageErr(err)
 			}
-			out = append(out, ChannelInfo{Channel: ch, Kind: m.Kind, Name: m.Name, LastSeq: m.LastSeq,
+			name := m.Name
+			if a, b, ok := ParseDM(ch); ok { // a DM is named for the other party
+				name = a
+				if a == user {
+					name = b
+				}
+			}
+			out = append(out, ChannelInfo{Channel: ch, Kind: m.Kind, Name: name, LastSeq: m.LastSeq,
 				DeliveredSeq: cur.Delivered, ReadSeq: cur.Read, lastTs: m.LastTs})
 		}
 	}

@@ -95,7 +95,7 @@ func TestSendHistoryChannels(t *testing.T) {
 	if len(chs) != 2 || chs[0].Channel != g.Channel || chs[1].Channel != "dm:alice:bob" {
 		t.Fatalf("bob's channels: %+v", chs)
 	}
-	if dm := chs[1]; dm.Kind != "dm" || dm.LastSeq != 5 || dm.ReadSeq != 3 || dm.DeliveredSeq != 3 {
+	if dm := chs[1]; dm.Kind != "dm" || dm.Name != "alice" || dm.LastSeq != 5 || dm.ReadSeq != 3 || dm.DeliveredSeq != 3 {
 		t.Fatalf("dm entry %+v", dm)
 	}
 	if grp := chs[0]; grp.Kind != "group" || grp.Name != "team" || grp.LastSeq != 1 {

@@ -1,0 +1,34 @@
+# parley: the targets a newcomer guesses.
+GO          ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@2026.2.2
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X github.com/parleychat/parley/server.Version=$(VERSION)
+
+.PHONY: build run test test-short lint fmt bench chaos cluster clean
+
+build: ## the parley binary in ./bin
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/parley .
+
+run: build ## a single node with its data in ./parley-data, on http://127.0.0.1:8080
+	./bin/parley serve
+
+test: lint ## everything CI runs: format, vet, staticcheck, all tests (with the short crash and fuzz seeds)
+	$(GO) test -count=1 -timeout 15m ./...
+
+lint: ## gofmt, go vet, staticcheck
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+bench: ## throughput of one node with batching on and off (go test -bench)
+	$(GO) test -run '^$$' -bench . -benchtime 5s ./channel/
+
+chaos: build ## the long crash test: 50 SIGKILLs of a node under load
+	PARLEY_CRASH_ROUNDS=50 $(GO) test -count=1 -timeout 30m -run TestCrash -v .
+
+clean:
+	rm -rf bin parley-data
