@@ -289,8 +289,8 @@ func oneOf(v string, options ...string) bool {
 // -> value, only those given on the command line).
 func Load(file string, lookup func(string) (string, bool), flags map[string]string) (Config, error) {
 	c := Default()
-	if file == "" {
-		file, _ = lookup("PARLEY_CONFIG")
+	if f, ok := lookup("PARLEY_CONFIG"); ok && file == "" {
+		file = f
 	}
 	if file != "" {
 		if err := c.LoadFile(file); err != nil {
