@@ -1,6 +1,6 @@
 # parley: the targets a newcomer guesses.
 GO          ?= go
-STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@2026.2.2
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/parleychat/parley/server.Version=$(VERSION)
 
