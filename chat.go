@@ -150,7 +150,7 @@ func chatLine(ctx context.Context, c *client.Client, line string, target *client
 	case word == "/group":
 		f := strings.Fields(rest)
 		if len(f) == 0 {
-			return errors.New("usage: /group NAME member...")
+			return errors.New("usage: /group NAME MEMBER [MEMBER]")
 		}
 		g, err := c.CreateGroup(ctx, f[0], f[1:])
 		if err == nil {
@@ -161,7 +161,7 @@ func chatLine(ctx context.Context, c *client.Client, line string, target *client
 	case word == "/add":
 		f := strings.Fields(rest)
 		if len(f) < 2 {
-			return errors.New("usage: /add CHANNEL member...")
+			return errors.New("usage: /add CHANNEL MEMBER [MEMBER]")
 		}
 		return c.AddMembers(ctx, f[0], f[1:])
 	case word == "/leave":
