@@ -70,13 +70,8 @@ func (s *Service) RunOutbox(ctx context.Context, interval time.Duration) {
 // drainOutbox applies one shard's pending index updates, a page at a time.
 func (s *Service) drainOutbox(ctx context.Context, shard int) {
 	for ctx.Err() == nil {
-		rd, err := s.read(ctx, shard)
-		if err != nil {
-			return
-		}
-		entries, err := rd.outbox(1000)
-		if err != nil {
-			s.log.Error("read outbox", "shard", shard, "err", err)
+		var entries []IndexEntry
+		if err := s.read(ctx, shard, readOp{Op: "outbox", Limit: 1000}, &entries); err != nil {
 			return
 		}
 		if len(entries) == 0 {
@@ -91,10 +86,7 @@ func (s *Service) drainOutbox(ctx context.Context, shard int) {
 // PendingOutbox counts the index updates not yet cleared on shard (for tests
 // and the status page).
 func (s *Service) PendingOutbox(ctx context.Context, shard int) (int, error) {
-	rd, err := s.read(ctx, shard)
-	if err != nil {
-		return 0, err
-	}
-	e, err := rd.outbox(1 << 20)
-	return len(e), err
+	var entries []IndexEntry
+	err := s.read(ctx, shard, readOp{Op: "outbox", Limit: 1 << 20}, &entries)
+	return len(entries), err
 }

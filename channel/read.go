@@ -9,7 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// reader reads one shard's committed state. Callers linearize first.
+// reader reads one shard's committed state. Callers make the state current first.
 type reader struct {
 	k keys
 	r pebble.Reader

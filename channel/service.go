@@ -18,12 +18,17 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// Router commits commands to shards and makes reads current. cluster.Node
-// is the real one.
+// Router commits commands to shards and runs reads where the shard's state
+// is current. cluster.Node is the real one: it forwards to the shard's
+// leader when that is another node.
 type Router interface {
 	Shards() int
+	// Propose commits cmd and returns the state machine's result: a Result
+	// when applied on this node, its JSON when it came from another.
 	Propose(ctx context.Context, shard int, cmd []byte) (any, error)
-	Linearize(ctx context.Context, shard int) error
+	// Read runs an encoded read (ExecRead) on a node whose copy of the
+	// shard has applied everything committed before the call.
+	Read(ctx context.Context, shard int, op []byte) ([]byte, error)
 	IsLeader(shard int) bool
 }
 
@@ -77,8 +82,15 @@ func (s *Service) propose(ctx context.Context, shard int, c *Command) (Result, e
 	if err != nil {
 		return Result{}, wrapRouterErr(err)
 	}
-	res, ok := v.(Result)
-	if !ok {
+	var res Result
+	switch v := v.(type) {
+	case Result:
+		res = v
+	case []byte:
+		if err := json.Unmarshal(v, &res); err != nil {
+			return Result{}, errorf(ErrInternal, "shard %d result: %v", shard, err)
+		}
+	default:
 		return Result{}, errorf(ErrInternal, "shard %d returned %T", shard, v)
 	}
 	if res.Err != nil {
@@ -98,21 +110,6 @@ func wrapRouterErr(err error) error {
 	return errorf(ErrInternal, "%v", err)
 }
 
-// read linearizes shard and returns a reader of its state.
-func (s *Service) read(ctx context.Context, shard int) (reader, error) {
-	if err := s.r.Linearize(ctx, shard); err != nil {
-		return reader{}, wrapRouterErr(err)
-	}
-	return reader{k: s.keys[shard], r: s.db}, nil
-}
-
-func storageErr(err error) error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return errorf(ErrInternal, "storage: %v", err)
-}
 
 // Register creates an account.
 func (s *Service) Register(ctx context.Context, user, password string) error {
@@ -142,16 +139,11 @@ func (s *Service) Authenticate(ctx context.Context, user, password string) error
 	if !ValidUser(user) {
 		return bad
 	}
-	rd, err := s.read(ctx, s.shardOf(user))
-	if err != nil {
+	var acc account
+	if err := s.read(ctx, s.shardOf(user), readOp{Op: "account", User: user}, &acc); err != nil {
 		return err
 	}
-	var acc account
-	found, err := getJSON(rd.r, rd.k.account(user), &acc)
-	if err != nil {
-		return storageErr(err)
-	}
-	if !found {
+	if acc.Hash == nil {
 		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
 		return bad
 	}
@@ -346,25 +338,12 @@ func (s *Service) History(ctx context.Context, user, ch string, q HistoryQuery) 
 	if q.After > 0 && q.UseBefore {
 		return nil, 0, errorf(ErrBadRequest, "give after or before, not both")
 	}
-	rd, err := s.read(ctx, s.shardOf(ch))
-	if err != nil {
+	var page historyPage
+	op := readOp{Op: "history", User: user, Channel: ch, After: q.After, Before: q.Before, UseBefore: q.UseBefore, Limit: q.Limit}
+	if err := s.read(ctx, s.shardOf(ch), op, &page); err != nil {
 		return nil, 0, err
 	}
-	m, err := rd.access(ch, user)
-	if err != nil {
-		return nil, 0, storageErr(err)
-	}
-	if m == nil { // a DM with no messages yet
-		return []Message{}, 0, nil
-	}
-	if q.UseBefore && q.Before <= 1 {
-		return []Message{}, m.LastSeq, nil // nothing is below seq 1
-	}
-	msgs, err := rd.history(ch, q.After, q.Before, q.Limit)
-	if err != nil {
-		return nil, 0, storageErr(err)
-	}
-	return msgs, m.LastSeq, nil
+	return page.Messages, page.LastSeq, nil
 }
 
 // ChannelInfo is one entry of a user's channel list.
@@ -375,56 +354,34 @@ type ChannelInfo struct {
 	LastSeq      uint64 `json:"last_seq"`
 	DeliveredSeq uint64 `json:"delivered_seq"`
 	ReadSeq      uint64 `json:"read_seq"`
-	lastTs       int64
 }
 
 // Channels lists every channel user belongs to or has a DM in, the most
 // recently active first.
 func (s *Service) Channels(ctx context.Context, user string) ([]ChannelInfo, error) {
-	rd, err := s.read(ctx, s.shardOf(user))
-	if err != nil {
+	var ids []string
+	if err := s.read(ctx, s.shardOf(user), readOp{Op: "user_channels", User: user}, &ids); err != nil {
 		return nil, err
-	}
-	ids, err := rd.userChannels(user)
-	if err != nil {
-		return nil, storageErr(err)
 	}
 	byShard := map[int][]string{}
 	for _, ch := range ids {
 		byShard[s.shardOf(ch)] = append(byShard[s.shardOf(ch)], ch)
 	}
-	out := make([]ChannelInfo, 0, len(ids))
+	var entries []channelEntry
 	for shard, chs := range byShard {
-		crd, err := s.read(ctx, shard)
-		if err != nil {
+		var part []channelEntry
+		if err := s.read(ctx, shard, readOp{Op: "channel_infos", User: user, Channels: chs}, &part); err != nil {
 			return nil, err
 		}
-		for _, ch := range chs {
-			m, err := crd.access(ch, user)
-			if errors.Is(err, ErrForbidden) || errors.Is(err, ErrNotFound) || (err == nil && m == nil) {
-				continue // the index is being updated; the channel's shard is the truth
-			}
-			if err != nil {
-				return nil, storageErr(err)
-			}
-			cur, err := crd.cursor(ch, user)
-			if err != nil {
-				return nil, storageErr(err)
-			}
-			name := m.Name
-			if a, b, ok := ParseDM(ch); ok { // a DM is named for the other party
-				name = a
-				if a == user {
-					name = b
-				}
-			}
-			out = append(out, ChannelInfo{Channel: ch, Kind: m.Kind, Name: name, LastSeq: m.LastSeq,
-				DeliveredSeq: cur.Delivered, ReadSeq: cur.Read, lastTs: m.LastTs})
-		}
+		entries = append(entries, part...)
 	}
-	slices.SortFunc(out, func(a, b ChannelInfo) int {
-		return cmp.Or(cmp.Compare(b.lastTs, a.lastTs), cmp.Compare(a.Channel, b.Channel))
+	slices.SortFunc(entries, func(a, b channelEntry) int {
+		return cmp.Or(cmp.Compare(b.LastTs, a.LastTs), cmp.Compare(a.Channel, b.Channel))
 	})
+	out := make([]ChannelInfo, len(entries))
+	for i, e := range entries {
+		out[i] = e.ChannelInfo
+	}
 	return out, nil
 }
 
@@ -433,22 +390,9 @@ func (s *Service) Members(ctx context.Context, user, ch string) ([]string, error
 	if err := checkChannel(ch); err != nil {
 		return nil, err
 	}
-	rd, err := s.read(ctx, s.shardOf(ch))
-	if err != nil {
-		return nil, err
-	}
-	if _, err := rd.access(ch, user); err != nil {
-		return nil, storageErr(err)
-	}
-	ms, err := rd.members(ch)
-	return ms, nilOrStorage(err)
-}
-
-func nilOrStorage(err error) error {
-	if err == nil {
-		return nil
-	}
-	return storageErr(err)
+	var ms []string
+	err := s.read(ctx, s.shardOf(ch), readOp{Op: "members", User: user, Channel: ch}, &ms)
+	return ms, err
 }
 
 // Cursors are a user's receipt positions in a channel.
@@ -493,52 +437,9 @@ func (s *Service) Status(ctx context.Context, user, ch string, seq uint64) (Rece
 	if err := checkChannel(ch); err != nil {
 		return ReceiptStatus{}, err
 	}
-	rd, err := s.read(ctx, s.shardOf(ch))
-	if err != nil {
-		return ReceiptStatus{}, err
-	}
-	m, err := rd.access(ch, user)
-	if err != nil {
-		return ReceiptStatus{}, storageErr(err)
-	}
-	if m == nil || seq < 1 || seq > m.LastSeq {
-		return ReceiptStatus{}, errorf(ErrNotFound, "no message %d in %s", seq, ch)
-	}
-	msgs, err := rd.history(ch, seq-1, 0, 1)
-	if err != nil || len(msgs) != 1 {
-		return ReceiptStatus{}, errorf(ErrInternal, "message %d of %s unreadable: %v", seq, ch, err)
-	}
-	members, err := rd.members(ch)
-	if err != nil {
-		return ReceiptStatus{}, storageErr(err)
-	}
-	st := ReceiptStatus{Channel: ch, Seq: seq, Members: len(members)}
-	list := len(members) <= maxListed
-	if list {
-		st.DeliveredBy, st.ReadBy = []string{}, []string{}
-	}
-	for _, u := range members {
-		if u == msgs[0].From {
-			continue
-		}
-		cur, err := rd.cursor(ch, u)
-		if err != nil {
-			return ReceiptStatus{}, storageErr(err)
-		}
-		if cur.Delivered >= seq {
-			st.Delivered++
-			if list {
-				st.DeliveredBy = append(st.DeliveredBy, u)
-			}
-		}
-		if cur.Read >= seq {
-			st.Read++
-			if list {
-				st.ReadBy = append(st.ReadBy, u)
-			}
-		}
-	}
-	return st, nil
+	var st ReceiptStatus
+	err := s.read(ctx, s.shardOf(ch), readOp{Op: "status", User: user, Channel: ch, Seq: seq}, &st)
+	return st, err
 }
 
 // MembersOf lists a channel's members, oldest first, for delivery (no
@@ -547,10 +448,7 @@ func (s *Service) MembersOf(ctx context.Context, ch string) ([]string, error) {
 	if err := checkChannel(ch); err != nil {
 		return nil, err
 	}
-	rd, err := s.read(ctx, s.shardOf(ch))
-	if err != nil {
-		return nil, err
-	}
-	ms, err := rd.members(ch)
-	return ms, nilOrStorage(err)
+	var ms []string
+	err := s.read(ctx, s.shardOf(ch), readOp{Op: "members", Channel: ch}, &ms)
+	return ms, err
 }

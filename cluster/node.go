@@ -13,6 +13,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -69,6 +70,27 @@ type Node struct {
 	groups []*group
 	stop   chan struct{}
 	wg     sync.WaitGroup
+
+	readFn atomic.Pointer[ReadFunc] // runs reads against this node's state
+}
+
+// ReadFunc runs an encoded read on a shard whose local state is current.
+type ReadFunc func(shard int, op []byte) ([]byte, error)
+
+// SetReadHandler installs the function that serves reads.
+func (n *Node) SetReadHandler(f ReadFunc) { n.readFn.Store(&f) }
+
+// Read runs op on shard once this node's copy has applied everything
+// committed before the call.
+func (n *Node) Read(ctx context.Context, shard int, op []byte) ([]byte, error) {
+	if err := n.Linearize(ctx, shard); err != nil {
+		return nil, err
+	}
+	f := n.readFn.Load()
+	if f == nil {
+		return nil, fmt.Errorf("%w: no read handler yet", ErrUnavailable)
+	}
+	return (*f)(shard, op)
 }
 
 type group struct {

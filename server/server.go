@@ -80,6 +80,7 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	opt := channel.Options{MaxBody: cfg.Limits.MaxBody, MaxGroup: cfg.Limits.MaxGroup,
 		OpenRegistration: cfg.Auth.Registration == "open", BcryptCost: cfg.Auth.BcryptCost}
 	s.Service = channel.NewService(s.node, s.store, opt, log.With("sys", "channel"))
+	s.node.SetReadHandler(s.Service.ExecRead)
 	s.Hub = conn.NewHub(s.Service, auth.NewIssuer(s.secret, cfg.Auth.TokenTTL.Duration), hubOptions(cfg, s.nodeID),
 		log.With("sys", "conn"))
 	s.hub.Store(s.Hub)
