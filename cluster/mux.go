@@ -33,6 +33,7 @@ var ErrMuxClosed = errors.New("peer listener closed")
 type Mux struct {
 	ln  net.Listener
 	log *slog.Logger
+	key []byte // peer authentication key; nil turns the handshake off (tests of a lone node)
 
 	mu     sync.Mutex // guards layers
 	layers map[uint32]*Layer
@@ -40,9 +41,9 @@ type Mux struct {
 	wg sync.WaitGroup
 }
 
-// NewMux starts accepting on ln.
-func NewMux(ln net.Listener, log *slog.Logger) *Mux {
-	m := &Mux{ln: ln, log: log, layers: make(map[uint32]*Layer)}
+// NewMux starts accepting on ln. Connections must prove key (PeerKey).
+func NewMux(ln net.Listener, key []byte, log *slog.Logger) *Mux {
+	m := &Mux{ln: ln, key: key, log: log, layers: make(map[uint32]*Layer)}
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -106,6 +107,13 @@ func (m *Mux) route(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if m.key != nil {
+		if err := acceptHandshake(c, m.key, hdr[:], time.Now().Add(headerTimeout)); err != nil {
+			m.log.Warn("refused a peer connection that did not prove the cluster secret", "remote", c.RemoteAddr())
+			c.Close()
+			return
+		}
+	}
 	m.mu.Lock()
 	l, ok := m.layers[streamID(hdr[1], int(binary.BigEndian.Uint16(hdr[2:])))]
 	m.mu.Unlock()
@@ -164,5 +172,11 @@ func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, 
 		return nil, fmt.Errorf("peer header to %s: %w", addr, err)
 	}
 	c.SetWriteDeadline(time.Time{})
+	if l.mux.key != nil {
+		if err := dialHandshake(c, l.mux.key, l.header[:], time.Now().Add(timeout)); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("peer %s: %w", addr, err)
+		}
+	}
 	return c, nil
 }

@@ -1,17 +1,21 @@
-// Package cluster runs a node's Raft groups: one hashicorp/raft group per
-// shard, all sharing one peer listener (Mux) and one Pebble database, with
-// proposals packed into entries by a per-shard batcher. Membership by gossip
-// and shard placement across nodes build on this (see DESIGN.md).
+// Package cluster runs a node's part of the cluster: gossip membership
+// (memberlist), one hashicorp/raft group per shard sharing one peer listener
+// and one Pebble database, placement of each shard on 3 nodes, forwarding of
+// proposals and reads to shard leaders, and proposal batching (see DESIGN.md).
 package cluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,12 +25,20 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// Config is what a node needs to run its shards.
+// Config is what a node needs to run its part of the cluster.
 type Config struct {
 	NodeID          string
 	PeerAddr        string // listen address for Raft and node RPC
-	Shards          int
+	HTTPAddr        string // the client address, gossiped for the status page
+	GossipAddr      string
+	Join            []string
 	BootstrapExpect int
+	Shards          int
+	Replicas        int           // voters per shard (3)
+	Grace           time.Duration // how long a failed node keeps its shards
+	PeerSecret      []byte        // proves membership on the peer port; nil: no check (a lone node)
+	GossipKey       []byte        // memberlist encryption key, or nil
+	FastGossip      bool          // short memberlist timers (tests)
 
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
@@ -47,7 +59,10 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Shards:           64,
+		Replicas:         3,
+		Grace:            30 * time.Second,
 		BootstrapExpect:  1,
+		GossipAddr:       "127.0.0.1:0",
 		HeartbeatTimeout: 1500 * time.Millisecond,
 		ElectionTimeout:  1500 * time.Millisecond,
 		CommitTimeout:    time.Second,
@@ -61,36 +76,28 @@ func DefaultConfig() Config {
 // shard count: shards cannot be re-split in place.
 var ErrShardCount = errors.New("shard count mismatch")
 
-// Node runs every shard's Raft group on this process.
+// Node runs every shard's Raft instance on this process; the configuration
+// of each shard says which nodes are its voters.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	st     *store.Store
-	mux    *Mux
-	groups []*group
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	cfg     Config
+	log     *slog.Logger
+	st      *store.Store
+	mux     *Mux
+	members *membership
+	groups  []*group
+	rpc     *http.Client
+	rpcSrv  *http.Server
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	formed   atomic.Bool   // the cluster has bootstrapped (or this node joined one)
+	poke     chan struct{} // wakes the bootstrap and placement loops
+	draining atomic.Bool
 
 	readFn atomic.Pointer[ReadFunc] // runs reads against this node's state
-}
 
-// ReadFunc runs an encoded read on a shard whose local state is current.
-type ReadFunc func(shard int, op []byte) ([]byte, error)
-
-// SetReadHandler installs the function that serves reads.
-func (n *Node) SetReadHandler(f ReadFunc) { n.readFn.Store(&f) }
-
-// Read runs op on shard once this node's copy has applied everything
-// committed before the call.
-func (n *Node) Read(ctx context.Context, shard int, op []byte) ([]byte, error) {
-	if err := n.Linearize(ctx, shard); err != nil {
-		return nil, err
-	}
-	f := n.readFn.Load()
-	if f == nil {
-		return nil, fmt.Errorf("%w: no read handler yet", ErrUnavailable)
-	}
-	return (*f)(shard, op)
+	handlersMu sync.RWMutex
+	handlers   map[string]MessageHandler
 }
 
 type group struct {
@@ -101,32 +108,81 @@ type group struct {
 	batch *batcher
 }
 
-// Start opens the peer listener and starts every shard's Raft group with the
-// state machine newSM returns for it. With BootstrapExpect 1 a fresh node
-// bootstraps each shard with itself as the only voter.
+// ReadFunc runs an encoded read on a shard whose local state is current.
+type ReadFunc func(shard int, op []byte) ([]byte, error)
+
+// Start opens the peer listener, starts every shard's Raft instance with the
+// state machine newSM returns for it, and joins the gossip. The cluster
+// forms (each shard bootstraps on its placed nodes) once BootstrapExpect
+// nodes see each other; a lone node with BootstrapExpect 1 forms at once.
 func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) (StateMachine, error)) (*Node, error) {
 	if err := checkShardCount(st, cfg.Shards); err != nil {
 		return nil, err
 	}
-	if cfg.BootstrapExpect != 1 {
-		return nil, fmt.Errorf("bootstrap-expect %d: only single-node clusters (1) are supported so far", cfg.BootstrapExpect)
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 3
 	}
 	ln, err := net.Listen("tcp", cfg.PeerAddr)
 	if err != nil {
 		return nil, fmt.Errorf("peer listen on %s: %w", cfg.PeerAddr, err)
 	}
-	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, log.With("sys", "mux")), stop: make(chan struct{})}
-	for shard := 0; shard < cfg.Shards; shard++ {
+	var key []byte
+	if cfg.PeerSecret != nil {
+		key = PeerKey(cfg.PeerSecret)
+	}
+	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
+		stop: make(chan struct{}), poke: make(chan struct{}, 1), handlers: map[string]MessageHandler{}}
+	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
+	if err := n.start(newSM); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
+	for shard := 0; shard < n.cfg.Shards; shard++ {
 		sm, err := newSM(shard)
 		if err == nil {
 			err = n.startGroup(shard, sm)
 		}
 		if err != nil {
-			n.Close()
-			return nil, fmt.Errorf("shard %d: %w", shard, err)
+			return fmt.Errorf("shard %d: %w", shard, err)
 		}
 	}
-	return n, nil
+	n.rpcSrv = &http.Server{Handler: n.rpcMux(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.goRun(func() { n.rpcSrv.Serve(n.mux.Layer(kindRPC, 0)) })
+	clusterID, _ := n.st.Meta("cluster")
+	n.formed.Store(len(clusterID) > 0)
+	self := nodeMeta{Peer: n.PeerAddr(), HTTP: n.cfg.HTTPAddr, Cluster: string(clusterID), Shards: n.cfg.Shards}
+	var err error
+	n.members, err = startMembership(MembershipConfig{Name: n.cfg.NodeID, Bind: n.cfg.GossipAddr,
+		SecretKey: n.cfg.GossipKey, Fast: n.cfg.FastGossip}, self, n.log)
+	if err != nil {
+		return err
+	}
+	n.members.subscribe(n.wake)
+	n.goRun(func() { n.members.join(n.cfg.Join, n.stop) })
+	n.goRun(n.formLoop)
+	n.goRun(n.placementLoop)
+	return nil
+}
+
+func (n *Node) goRun(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// wake nudges the loops that act on membership.
+func (n *Node) wake() {
+	select {
+	case n.poke <- struct{}{}:
+	default:
+	}
 }
 
 func checkShardCount(st *store.Store, want int) error {
@@ -185,8 +241,7 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 		Logger:  newHclog(n.log.With("sys", "raft-net", "shard", shard), "raft-net"),
 	})
 	f := newFSM(shard, sm, n.st)
-	conf := n.raftConfig(shard)
-	r, err := raft.NewRaft(conf, f, logs, logs, snaps, trans)
+	r, err := raft.NewRaft(n.raftConfig(shard), f, logs, logs, snaps, trans)
 	if err != nil {
 		trans.Close()
 		return err
@@ -194,26 +249,95 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 	g := &group{shard: shard, raft: r, trans: trans, fsm: f,
 		batch: newBatcher(r, n.cfg.MaxBatch, n.cfg.Inflight, 5*time.Second)}
 	n.groups = append(n.groups, g)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		g.batch.run(n.stop)
-	}()
-	has, err := raft.HasExistingState(logs, logs, snaps)
-	if err != nil {
-		return err
-	}
-	if !has {
-		self := raft.Server{ID: conf.LocalID, Address: raft.ServerAddress(n.PeerAddr())}
-		if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{self}}).Error(); err != nil {
-			return fmt.Errorf("bootstrap: %w", err)
+	n.goRun(func() { g.batch.run(n.stop) })
+	return nil
+}
+
+// formLoop bootstraps the cluster once BootstrapExpect unformed nodes with
+// our shard count see each other, or adopts the cluster id of a formed one
+// we joined (whose leaders then add us to the shards placement gives us).
+func (n *Node) formLoop() {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for !n.formed.Load() {
+		select {
+		case <-n.stop:
+			return
+		case <-n.poke:
+		case <-tick.C:
+		}
+		if err := n.tryForm(); err != nil {
+			n.log.Error("forming the cluster", "err", err)
 		}
 	}
+}
+
+func (n *Node) tryForm() error {
+	alive := n.members.alive()
+	for _, name := range alive {
+		if meta, _ := n.members.meta(name); meta.Cluster != "" {
+			return n.setFormed(meta.Cluster, "joined")
+		}
+	}
+	if len(alive) < n.cfg.BootstrapExpect {
+		return nil
+	}
+	// Every node of the bootstrap set computes the same placement and
+	// bootstraps the shards it is placed on with the same configuration.
+	for shard, g := range n.groups {
+		voters := Placement(shard, alive, n.cfg.Replicas)
+		if !contains(voters, n.cfg.NodeID) {
+			continue
+		}
+		has, err := raft.HasExistingState(n.st.RaftStore(shard), n.st.RaftStore(shard), mustSnaps(n.st, shard))
+		if err != nil || has {
+			continue
+		}
+		var conf raft.Configuration
+		for _, v := range voters {
+			meta, _ := n.members.meta(v)
+			conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(v), Address: raft.ServerAddress(meta.Peer)})
+		}
+		if err := g.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("bootstrap shard %d: %w", shard, err)
+		}
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprint(n.cfg.Shards, alive)))
+	return n.setFormed(hex.EncodeToString(sum[:8]), "bootstrapped with "+strings.Join(alive, ","))
+}
+
+func (n *Node) setFormed(id, how string) error {
+	if err := n.st.SetMeta("cluster", []byte(id)); err != nil {
+		return err
+	}
+	n.formed.Store(true)
+	n.members.setCluster(id)
+	n.log.Info("cluster formed", "cluster", id, "how", how)
 	return nil
+}
+
+func mustSnaps(st *store.Store, shard int) raft.SnapshotStore {
+	s, _ := st.SnapshotStore(shard)
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // PeerAddr is the address other nodes reach this node's peer listener at.
 func (n *Node) PeerAddr() string { return n.mux.Addr().String() }
+
+// GossipAddr is the address memberlist is bound to.
+func (n *Node) GossipAddr() string { return n.members.Addr() }
+
+// ID is this node's name.
+func (n *Node) ID() string { return n.cfg.NodeID }
 
 // Shards is the cluster's fixed shard count.
 func (n *Node) Shards() int { return n.cfg.Shards }
@@ -225,18 +349,68 @@ func ShardOf(id string, shards int) int {
 	return int(h.Sum32() % uint32(shards))
 }
 
-// Propose commits cmd on its shard and returns the state machine's result.
-// An ErrUnavailable error means the outcome is unknown: retry the same command.
+// IsLeader reports whether this node leads shard now.
+func (n *Node) IsLeader(shard int) bool { return n.groups[shard].raft.State() == raft.Leader }
+
+// leaderPeer returns the peer address of shard's leader, if one is known.
+func (n *Node) leaderPeer(shard int) (string, string, bool) {
+	addr, id := n.groups[shard].raft.LeaderWithID()
+	return string(addr), string(id), addr != ""
+}
+
+// Propose commits cmd on its shard and returns the state machine's result:
+// the value itself when this node leads the shard, its JSON ([]byte) when
+// the leader is another node. ErrUnavailable means the outcome is unknown:
+// retry the same command.
 func (n *Node) Propose(ctx context.Context, shard int, cmd []byte) (any, error) {
+	if n.IsLeader(shard) {
+		return n.proposeLocal(ctx, shard, cmd)
+	}
+	addr, _, ok := n.leaderPeer(shard)
+	if !ok {
+		return nil, fmt.Errorf("%w: shard %d has no leader", ErrUnavailable, shard)
+	}
+	return n.call(ctx, addr, "/propose?shard="+strconv.Itoa(shard), cmd)
+}
+
+func (n *Node) proposeLocal(ctx context.Context, shard int, cmd []byte) (any, error) {
 	g := n.groups[shard]
 	if g.raft.State() != raft.Leader {
-		return nil, fmt.Errorf("%w: shard %d has no leader here", ErrUnavailable, shard)
+		return nil, fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, shard)
 	}
 	return g.batch.propose(ctx, cmd)
 }
 
-// Linearize returns once this node's copy of the shard has applied every
-// entry committed before the call: reads after it see every acknowledged write.
+// SetReadHandler installs the function that serves reads.
+func (n *Node) SetReadHandler(f ReadFunc) { n.readFn.Store(&f) }
+
+// Read runs op on shard at its leader (this node or, forwarded, another),
+// after the leader has confirmed it leads and applied everything committed
+// before the call: a read sees every write acknowledged before it began.
+func (n *Node) Read(ctx context.Context, shard int, op []byte) ([]byte, error) {
+	if n.IsLeader(shard) {
+		return n.readLocal(ctx, shard, op)
+	}
+	addr, _, ok := n.leaderPeer(shard)
+	if !ok {
+		return nil, fmt.Errorf("%w: shard %d has no leader", ErrUnavailable, shard)
+	}
+	return n.call(ctx, addr, "/read?shard="+strconv.Itoa(shard), op)
+}
+
+func (n *Node) readLocal(ctx context.Context, shard int, op []byte) ([]byte, error) {
+	if err := n.Linearize(ctx, shard); err != nil {
+		return nil, err
+	}
+	f := n.readFn.Load()
+	if f == nil {
+		return nil, fmt.Errorf("%w: no read handler yet", ErrUnavailable)
+	}
+	return (*f)(shard, op)
+}
+
+// Linearize returns once this node, leading the shard, has applied every
+// entry committed before the call.
 func (n *Node) Linearize(ctx context.Context, shard int) error {
 	g := n.groups[shard]
 	commit := g.raft.CommitIndex()
@@ -267,65 +441,72 @@ func (n *Node) Linearize(ctx context.Context, shard int) error {
 
 // WaitLeaders blocks until every shard has a leader or ctx ends.
 func (n *Node) WaitLeaders(ctx context.Context) error {
-	for _, g := range n.groups {
-		for g.raft.Leader() == "" {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("shard %d has no leader: %w", g.shard, ctx.Err())
-			case <-time.After(10 * time.Millisecond):
-			}
+	for {
+		if err := n.Ready(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%v: %w", n.Ready(), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return nil
 }
 
-// Ready reports whether every shard has a leader.
+// Ready reports whether the node is in a formed cluster, not draining, and
+// every shard has a leader that is a live member.
 func (n *Node) Ready() error {
+	if n.draining.Load() {
+		return errors.New("draining")
+	}
+	if !n.formed.Load() {
+		return fmt.Errorf("the cluster has not formed: %d of %d nodes seen", len(n.members.alive()), n.cfg.BootstrapExpect)
+	}
 	for _, g := range n.groups {
-		if g.raft.Leader() == "" {
+		_, id := g.raft.LeaderWithID()
+		if id == "" {
 			return fmt.Errorf("shard %d has no leader", g.shard)
 		}
+		if !n.members.isAlive(string(id)) {
+			return fmt.Errorf("shard %d's leader %s is not reachable", g.shard, id)
+		}
 	}
 	return nil
 }
 
-// ShardStats is one shard's Raft state, for /v1/status.
-type ShardStats struct {
-	Shard   int    `json:"shard"`
-	State   string `json:"state"`
-	Leader  string `json:"leader"`
-	Term    uint64 `json:"term"`
-	Commit  uint64 `json:"commit_index"`
-	Applied uint64 `json:"applied_index"`
-}
+// Members lists the gossip members.
+func (n *Node) Members() []MemberInfo { return n.members.list() }
 
-// Stats reports every shard's Raft state.
-func (n *Node) Stats() []ShardStats {
-	out := make([]ShardStats, len(n.groups))
-	for i, g := range n.groups {
-		_, leader := g.raft.LeaderWithID()
-		applied, _ := g.fsm.appliedIndex()
-		out[i] = ShardStats{Shard: g.shard, State: g.raft.State().String(), Leader: string(leader),
-			Term: g.raft.CurrentTerm(), Commit: g.raft.CommitIndex(), Applied: applied}
-	}
-	return out
-}
+// OnMembership calls f after every membership change.
+func (n *Node) OnMembership(f func()) { n.members.subscribe(f) }
 
-// Close stops every group and the peer listener. Committed state is already
-// durable; Close only releases resources.
+// AliveNodes lists the live members' names, this node included.
+func (n *Node) AliveNodes() []string { return n.members.alive() }
+
+// Close stops every group, the gossip and the peer listener without a
+// goodbye (Drain says goodbye first). Committed state is already durable.
 func (n *Node) Close() error {
+	select {
+	case <-n.stop:
+		return nil
+	default:
+	}
 	close(n.stop)
 	var errs []error
+	if n.members != nil {
+		errs = append(errs, n.members.shutdown())
+	}
+	if n.rpcSrv != nil {
+		n.rpcSrv.Close()
+	}
 	for _, g := range n.groups {
 		if err := g.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("shard %d: %w", g.shard, err))
 		}
 		g.trans.Close()
 	}
+	n.rpc.CloseIdleConnections()
 	n.wg.Wait()
 	errs = append(errs, n.mux.Close())
 	return errors.Join(errs...)
 }
-
-// IsLeader reports whether this node leads shard now.
-func (n *Node) IsLeader(shard int) bool { return n.groups[shard].raft.State() == raft.Leader }

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +33,10 @@ type Config struct {
 	Cluster Cluster `toml:"cluster"`
 	Limits  Limits  `toml:"limits"`
 	Web     Web     `toml:"web"`
+
+	// FastGossip shortens memberlist's timers for tests on loopback; it has
+	// no key: production gossip keeps memberlist's LAN defaults.
+	FastGossip bool `toml:"-"`
 }
 
 // Web configures the browser-facing side.
@@ -64,6 +69,9 @@ type Cluster struct {
 	CommitTimeout    Duration `toml:"commit_timeout"`
 	MaxBatch         int      `toml:"max_batch"`
 	Inflight         int      `toml:"inflight"`
+	Replicas         int      `toml:"replicas"`
+	Grace            Duration `toml:"grace"`
+	GossipKey        string   `toml:"gossip_key"` // base64 of 16, 24 or 32 bytes
 }
 
 // Limits configures what clients may do.
@@ -107,7 +115,7 @@ func Default() Config {
 		Auth:            Auth{Registration: "open", TokenTTL: Duration{24 * time.Hour}, BcryptCost: 10},
 		Cluster: Cluster{Shards: 64, HeartbeatTimeout: Duration{1500 * time.Millisecond},
 			ElectionTimeout: Duration{1500 * time.Millisecond}, CommitTimeout: Duration{time.Second},
-			MaxBatch: 512, Inflight: 4},
+			MaxBatch: 512, Inflight: 4, Replicas: 3, Grace: Duration{30 * time.Second}},
 		Limits: Limits{MaxBody: 4096, MaxFrame: 64 << 10, MaxGroup: 5000, Rate: 50, Burst: 100,
 			SessionsPerUser: 16, SendQueue: 256, HelloTimeout: Duration{10 * time.Second},
 			IdleTimeout: Duration{30 * time.Second}},
@@ -144,6 +152,9 @@ func (c *Config) settings() []setting {
 	v := reflect.ValueOf(c).Elem()
 	for i := range v.NumField() {
 		f, tag := v.Field(i), v.Type().Field(i).Tag.Get("toml")
+		if tag == "-" {
+			continue
+		}
 		if f.Kind() == reflect.Struct && f.Type() != reflect.TypeFor[Duration]() {
 			for j := range f.NumField() {
 				sub := f.Type().Field(j).Tag.Get("toml")
@@ -257,6 +268,9 @@ func (c *Config) Validate() error {
 		{c.Cluster.CommitTimeout.Duration > 0, "cluster.commit_timeout", c.Cluster.CommitTimeout, "must be positive"},
 		{c.Cluster.MaxBatch >= 1, "cluster.max_batch", c.Cluster.MaxBatch, "must be at least 1 (1 turns batching off)"},
 		{c.Cluster.Inflight >= 1, "cluster.inflight", c.Cluster.Inflight, "must be at least 1"},
+		{c.Cluster.Replicas >= 1 && c.Cluster.Replicas <= 7, "cluster.replicas", c.Cluster.Replicas, "must be 1-7"},
+		{c.Cluster.Grace.Duration >= 0, "cluster.grace", c.Cluster.Grace, "must not be negative"},
+		{validGossipKey(c.Cluster.GossipKey), "cluster.gossip_key", "(hidden)", "must be base64 of 16, 24 or 32 bytes"},
 		{c.Limits.MaxBody >= 1 && c.Limits.MaxBody <= 1<<20, "limits.max_body", c.Limits.MaxBody, "must be 1-1048576"},
 		{c.Limits.MaxFrame >= c.Limits.MaxBody+1024, "limits.max_frame", c.Limits.MaxFrame, "must exceed max_body by at least 1024"},
 		{c.Limits.MaxGroup >= 2, "limits.max_group", c.Limits.MaxGroup, "must be at least 2"},
@@ -273,6 +287,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// GossipKeyBytes decodes cluster.gossip_key; nil when none is set.
+func (c *Config) GossipKeyBytes() []byte {
+	b, _ := base64.StdEncoding.DecodeString(c.Cluster.GossipKey)
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func validGossipKey(k string) bool {
+	if k == "" {
+		return true
+	}
+	b, err := base64.StdEncoding.DecodeString(k)
+	return err == nil && (len(b) == 16 || len(b) == 24 || len(b) == 32)
 }
 
 func oneOf(v string, options ...string) bool {

@@ -70,7 +70,12 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	if s.secret, err = ResolveSecret(cfg); err != nil {
 		return nil, err
 	}
-	ccfg := clusterConfig(cfg, s.nodeID)
+	// The HTTP port is bound before the cluster starts, so the address the
+	// node gossips is the real one even when the configured port is 0.
+	if s.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP, err)
+	}
+	ccfg := clusterConfig(cfg, s.nodeID, s.secret, s.httpLn.Addr().String())
 	s.node, err = cluster.Start(ccfg, s.store, log, func(shard int) (cluster.StateMachine, error) {
 		return channel.NewMachine(shard, s.store, s.onCommit)
 	})
@@ -99,10 +104,18 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	return s, nil
 }
 
-func clusterConfig(cfg config.Config, nodeID string) cluster.Config {
+func clusterConfig(cfg config.Config, nodeID string, secret []byte, httpAddr string) cluster.Config {
 	c := cluster.DefaultConfig()
 	c.NodeID = nodeID
 	c.PeerAddr = cfg.Peer
+	c.HTTPAddr = httpAddr
+	c.GossipAddr = cfg.Gossip
+	c.Join = cfg.Join
+	c.PeerSecret = secret
+	c.GossipKey = cfg.GossipKeyBytes()
+	c.Replicas = cfg.Cluster.Replicas
+	c.Grace = cfg.Cluster.Grace.Duration
+	c.FastGossip = cfg.FastGossip
 	c.Shards = cfg.Cluster.Shards
 	c.BootstrapExpect = cfg.BootstrapExpect
 	c.HeartbeatTimeout = cfg.Cluster.HeartbeatTimeout.Duration
@@ -172,11 +185,7 @@ func (s *Server) onCommit(shard int, evs []channel.Event) {
 }
 
 func (s *Server) startHTTP() error {
-	ln, err := net.Listen("tcp", s.cfg.HTTP)
-	if err != nil {
-		return fmt.Errorf("http listen on %s: %w", s.cfg.HTTP, err)
-	}
-	s.httpLn = ln
+	ln := s.httpLn
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	s.wg.Add(1)
@@ -225,6 +234,9 @@ func (s *Server) close() error {
 	s.wg.Wait()
 	if s.node != nil {
 		errs = append(errs, s.node.Close())
+	}
+	if s.http == nil && s.httpLn != nil {
+		s.httpLn.Close() // bound, never served: Start failed before
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())

@@ -19,6 +19,7 @@ func Config(dir string) config.Config {
 	c.HTTP = "127.0.0.1:0"
 	c.Peer = "127.0.0.1:0"
 	c.Gossip = "127.0.0.1:0"
+	c.FastGossip = true
 	c.Auth.Secret = "test-secret-0123456789"
 	c.Auth.BcryptCost = 4
 	c.Cluster.Shards = 8

@@ -1,0 +1,288 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// nodeMeta is what a node gossips about itself.
+type nodeMeta struct {
+	Peer    string `json:"p"`
+	HTTP    string `json:"h"`
+	Cluster string `json:"c,omitempty"` // empty until the cluster has formed
+	Shards  int    `json:"s"`
+}
+
+// memberState is what this node knows of another.
+type memberState struct {
+	meta  nodeMeta
+	alive bool
+	left  bool      // it said goodbye: it is not coming back soon
+	since time.Time // when it stopped being alive
+}
+
+// membership wraps memberlist: who is in the cluster, where to reach them.
+type membership struct {
+	ml  *memberlist.Memberlist
+	log *slog.Logger
+
+	mu       sync.Mutex // guards the fields below
+	self     nodeMeta
+	nodes    map[string]*memberState
+	onChange []func()
+}
+
+// MembershipConfig is memberlist's part of Config.
+type MembershipConfig struct {
+	Name      string
+	Bind      string // host:port for gossip, TCP and UDP
+	Join      []string
+	SecretKey []byte // memberlist's gossip encryption key (16, 24 or 32 bytes), or nil
+	Fast      bool   // short probe timers, for tests on loopback
+}
+
+func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*membership, error) {
+	host, portStr, err := net.SplitHostPort(c.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", c.Bind, err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	m := &membership{log: log, self: self, nodes: map[string]*memberState{}}
+	mc := memberlist.DefaultLANConfig()
+	if c.Fast {
+		mc = memberlist.DefaultLocalConfig()
+		mc.ProbeInterval = 100 * time.Millisecond
+		mc.ProbeTimeout = 50 * time.Millisecond
+		mc.GossipInterval = 20 * time.Millisecond
+		mc.SuspicionMult = 2
+		mc.PushPullInterval = time.Second
+	}
+	mc.Name = c.Name
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	mc.SecretKey = c.SecretKey
+	mc.Delegate = (*mlDelegate)(m)
+	mc.Events = (*mlEvents)(m)
+	mc.Alive = (*mlAlive)(m)
+	mc.Logger = slog.NewLogLogger(log.With("sys", "memberlist").Handler(), slog.LevelDebug)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip on %s: %w", c.Bind, err)
+	}
+	m.ml = ml
+	return m, nil
+}
+
+// join contacts existing nodes, retrying until one answers or stop closes.
+func (m *membership) join(addrs []string, stop <-chan struct{}) {
+	if len(addrs) == 0 {
+		return
+	}
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		if _, err := m.ml.Join(addrs); err == nil {
+			return
+		} else {
+			m.log.Info("cannot join yet", "addrs", addrs, "err", err)
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Addr is the gossip address actually bound (the port may have been 0).
+func (m *membership) Addr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// setCluster records the cluster id in our gossiped metadata.
+func (m *membership) setCluster(id string) {
+	m.mu.Lock()
+	m.self.Cluster = id
+	m.mu.Unlock()
+	m.ml.UpdateNode(time.Second)
+}
+
+func (m *membership) subscribe(f func()) {
+	m.mu.Lock()
+	m.onChange = append(m.onChange, f)
+	m.mu.Unlock()
+}
+
+func (m *membership) changed() {
+	m.mu.Lock()
+	fs := slices.Clone(m.onChange)
+	m.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// alive lists the names of live members, this node included, sorted.
+func (m *membership) alive() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for name, s := range m.nodes {
+		if s.alive {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// present lists the members placement counts: the live ones, and those
+// that failed less than grace ago (they may come back).
+func (m *membership) present(grace time.Duration) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for name, s := range m.nodes {
+		if s.alive || (!s.left && time.Since(s.since) < grace) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// meta returns a member's metadata.
+func (m *membership) meta(name string) (nodeMeta, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.nodes[name]
+	if !ok {
+		return nodeMeta{}, false
+	}
+	return s.meta, true
+}
+
+// isAlive reports whether name is a live member.
+func (m *membership) isAlive(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.nodes[name]
+	return ok && s.alive
+}
+
+// MemberInfo is one member, for /v1/status.
+type MemberInfo struct {
+	Name    string `json:"name"`
+	State   string `json:"state"`
+	Peer    string `json:"peer"`
+	HTTP    string `json:"http"`
+	Cluster string `json:"cluster"`
+	Since   int64  `json:"down_since,omitempty"`
+}
+
+func (m *membership) list() []MemberInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []MemberInfo
+	for name, s := range m.nodes {
+		st := "alive"
+		switch {
+		case s.left:
+			st = "left"
+		case !s.alive:
+			st = "failed"
+		}
+		mi := MemberInfo{Name: name, State: st, Peer: s.meta.Peer, HTTP: s.meta.HTTP, Cluster: s.meta.Cluster}
+		if !s.alive {
+			mi.Since = s.since.UnixMilli()
+		}
+		out = append(out, mi)
+	}
+	slices.SortFunc(out, func(a, b MemberInfo) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func (m *membership) leave(timeout time.Duration) error { return m.ml.Leave(timeout) }
+func (m *membership) shutdown() error                  { return m.ml.Shutdown() }
+
+// memberlist's callbacks.
+
+type mlDelegate membership
+
+func (d *mlDelegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b, _ := json.Marshal(d.self)
+	return b
+}
+func (d *mlDelegate) NotifyMsg([]byte)                           {}
+func (d *mlDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *mlDelegate) LocalState(join bool) []byte                { return nil }
+func (d *mlDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type mlEvents membership
+
+func (e *mlEvents) NotifyJoin(n *memberlist.Node)   { e.update(n, true, false) }
+func (e *mlEvents) NotifyUpdate(n *memberlist.Node) { e.update(n, true, false) }
+func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
+	e.update(n, false, n.State == memberlist.StateLeft)
+}
+
+func (e *mlEvents) update(n *memberlist.Node, alive, left bool) {
+	var meta nodeMeta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil {
+		return
+	}
+	m := (*membership)(e)
+	m.mu.Lock()
+	s := m.nodes[n.Name]
+	if s == nil {
+		s = &memberState{}
+		m.nodes[n.Name] = s
+	}
+	if s.alive && !alive {
+		s.since = time.Now()
+	}
+	s.meta, s.alive, s.left = meta, alive, left
+	m.mu.Unlock()
+	if alive {
+		m.log.Debug("member up", "node", n.Name, "peer", meta.Peer)
+	} else {
+		m.log.Info("member down", "node", n.Name, "left", left)
+	}
+	m.changed()
+}
+
+type mlAlive membership
+
+// NotifyAlive refuses nodes of another cluster or with another shard count.
+func (a *mlAlive) NotifyAlive(n *memberlist.Node) error {
+	var meta nodeMeta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil {
+		return fmt.Errorf("node %s sent unreadable metadata", n.Name)
+	}
+	a.mu.Lock()
+	self := a.self
+	a.mu.Unlock()
+	if meta.Shards != self.Shards {
+		a.log.Error("refusing a node with another shard count", "node", n.Name, "its_shards", meta.Shards, "our_shards", self.Shards)
+		return fmt.Errorf("node %s has %d shards, this cluster %d", n.Name, meta.Shards, self.Shards)
+	}
+	if meta.Cluster != "" && self.Cluster != "" && meta.Cluster != self.Cluster {
+		a.log.Error("refusing a node of another cluster", "node", n.Name, "its_cluster", meta.Cluster, "our_cluster", self.Cluster)
+		return fmt.Errorf("node %s belongs to cluster %s, this is %s", n.Name, meta.Cluster, self.Cluster)
+	}
+	return nil
+}

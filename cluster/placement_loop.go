@@ -1,0 +1,169 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The leader of each shard moves its voter set toward the shard's placement
+// over the present members (live ones, and failed ones within the grace
+// period), one configuration change at a time:
+//
+//  1. a placed node that is not in the configuration joins as a non-voter;
+//  2. a placed non-voter that has caught up becomes a voter;
+//  3. only when every placed node votes, a server that is not placed leaves:
+//     the leader hands leadership to a placed voter first if it is the one
+//     leaving, and never removes a voter if the live voters left could not
+//     form a quorum of the new configuration.
+
+// catchUpSlack is how far behind the leader's commit index a non-voter may
+// be and still be promoted; the rest it gets as a voter.
+const catchUpSlack = 64
+
+func (n *Node) placementLoop() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		case <-n.poke:
+		}
+		if !n.formed.Load() || n.draining.Load() {
+			continue
+		}
+		present := n.members.present(n.cfg.Grace)
+		for shard := range n.groups {
+			if n.IsLeader(shard) {
+				n.reconcile(shard, present)
+			}
+		}
+	}
+}
+
+func (n *Node) reconcile(shard int, present []string) {
+	g := n.groups[shard]
+	cf := g.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	conf, index := cf.Configuration(), cf.Index()
+	placed := Placement(shard, present, n.cfg.Replicas)
+	inConf := map[string]raft.Server{}
+	for _, s := range conf.Servers {
+		inConf[string(s.ID)] = s
+	}
+	for _, id := range placed {
+		if _, ok := inConf[id]; ok {
+			continue
+		}
+		meta, ok := n.members.meta(id)
+		if !ok || !n.members.isAlive(id) {
+			continue // a placed node within its grace period: nothing to add
+		}
+		n.change(shard, "add non-voter", id, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(meta.Peer), index, 5*time.Second))
+		return
+	}
+	allVote := true
+	for _, id := range placed {
+		s, ok := inConf[id]
+		if !ok {
+			allVote = false
+			continue
+		}
+		if s.Suffrage != raft.Nonvoter {
+			continue
+		}
+		allVote = false
+		if n.caughtUp(shard, s) {
+			n.change(shard, "promote to voter", id, g.raft.AddVoter(s.ID, s.Address, index, 5*time.Second))
+			return
+		}
+	}
+	if !allVote {
+		return
+	}
+	for _, s := range conf.Servers {
+		id := string(s.ID)
+		if contains(placed, id) {
+			continue
+		}
+		if id == n.cfg.NodeID {
+			// Hand over first; the next leader removes us.
+			n.change(shard, "transfer leadership before leaving", id, g.raft.LeadershipTransfer())
+			return
+		}
+		if s.Suffrage == raft.Voter && !n.quorumWithout(conf, id) {
+			continue
+		}
+		n.change(shard, "remove", id, g.raft.RemoveServer(s.ID, index, 5*time.Second))
+		return
+	}
+}
+
+// quorumWithout reports whether the live voters after removing id still
+// form a majority of the voters left.
+func (n *Node) quorumWithout(conf raft.Configuration, id string) bool {
+	voters, live := 0, 0
+	for _, s := range conf.Servers {
+		if s.Suffrage != raft.Voter || string(s.ID) == id {
+			continue
+		}
+		voters++
+		if n.members.isAlive(string(s.ID)) {
+			live++
+		}
+	}
+	return voters > 0 && live > voters/2
+}
+
+func (n *Node) change(shard int, what, id string, f raft.Future) {
+	if err := f.Error(); err != nil {
+		n.log.Warn("shard configuration change failed", "shard", shard, "change", what, "node", id, "err", err)
+		return
+	}
+	n.log.Info("shard configuration changed", "shard", shard, "change", what, "node", id)
+}
+
+// caughtUp asks a non-voter how far it has applied.
+func (n *Node) caughtUp(shard int, s raft.Server) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	out, err := n.call(ctx, string(s.Address), "/progress?shard="+strconv.Itoa(shard), nil)
+	if err != nil {
+		return false
+	}
+	var p struct{ Applied uint64 }
+	if json.Unmarshal(out, &p) != nil {
+		return false
+	}
+	return p.Applied+catchUpSlack >= n.groups[shard].raft.CommitIndex()
+}
+
+// Drain prepares a graceful stop: readiness turns false, leadership of
+// every shard this node leads moves to another voter, and the node leaves
+// the gossip so the others stop counting on it.
+func (n *Node) Drain(ctx context.Context) {
+	n.draining.Store(true)
+	for _, g := range n.groups {
+		if g.raft.State() != raft.Leader {
+			continue
+		}
+		if cf := g.raft.GetConfiguration(); cf.Error() == nil && len(cf.Configuration().Servers) > 1 {
+			if err := g.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer", "shard", g.shard, "err", err)
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(n.members.alive()) > 1 {
+		n.members.leave(5 * time.Second)
+	}
+}

@@ -1,0 +1,188 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Node-to-node RPC is HTTP/1.1 on the peer port's RPC stream: keep-alive
+// pooling and deadlines come from net/http, and every connection passed the
+// mux's secret handshake first.
+//
+//	POST /propose?shard=N   body: command       -> the state machine's result (JSON)
+//	POST /read?shard=N      body: encoded read  -> its reply
+//	GET  /progress?shard=N                      -> {"applied": index}
+//	POST /msg/KIND?from=ID  body: anything      -> the handler's reply
+const kindRPC byte = 'h'
+
+// maxRPCBody bounds a request or reply body.
+const maxRPCBody = 64 << 20
+
+// MessageHandler serves an application message from another node.
+type MessageHandler func(from string, body []byte) ([]byte, error)
+
+func (n *Node) rpcMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /propose", n.handlePropose)
+	mux.HandleFunc("POST /read", n.handleRead)
+	mux.HandleFunc("GET /progress", n.handleProgress)
+	mux.HandleFunc("POST /msg/{kind}", n.handleMsg)
+	return mux
+}
+
+func (n *Node) shardParam(w http.ResponseWriter, r *http.Request) (int, bool) {
+	shard, err := strconv.Atoi(r.URL.Query().Get("shard"))
+	if err != nil || shard < 0 || shard >= len(n.groups) {
+		http.Error(w, "bad shard", http.StatusBadRequest)
+		return 0, false
+	}
+	return shard, true
+}
+
+// rpcError answers 503 for ErrUnavailable (the caller retries) and 500 otherwise.
+func rpcError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	if errors.Is(err, ErrUnavailable) {
+		status = http.StatusServiceUnavailable
+	}
+	http.Error(w, err.Error(), status)
+}
+
+func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
+	shard, ok := n.shardParam(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
+	if err != nil {
+		return
+	}
+	// Only the leader proposes: a forwarded proposal is never forwarded again.
+	v, err := n.proposeLocal(r.Context(), shard, body)
+	if err != nil {
+		rpcError(w, err)
+		return
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		rpcError(w, err)
+		return
+	}
+	w.Write(out)
+}
+
+func (n *Node) handleRead(w http.ResponseWriter, r *http.Request) {
+	shard, ok := n.shardParam(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
+	if err != nil {
+		return
+	}
+	out, err := n.readLocal(r.Context(), shard, body)
+	if err != nil {
+		rpcError(w, err)
+		return
+	}
+	w.Write(out)
+}
+
+func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
+	shard, ok := n.shardParam(w, r)
+	if !ok {
+		return
+	}
+	applied, _ := n.groups[shard].fsm.appliedIndex()
+	json.NewEncoder(w).Encode(map[string]uint64{"applied": applied})
+}
+
+func (n *Node) handleMsg(w http.ResponseWriter, r *http.Request) {
+	n.handlersMu.RLock()
+	h := n.handlers[r.PathValue("kind")]
+	n.handlersMu.RUnlock()
+	if h == nil {
+		http.Error(w, "no handler", http.StatusNotFound)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
+	if err != nil {
+		return
+	}
+	out, err := h(r.URL.Query().Get("from"), body)
+	if err != nil {
+		rpcError(w, err)
+		return
+	}
+	w.Write(out)
+}
+
+// newRPCClient returns an HTTP client that dials peers through the mux.
+func newRPCClient(l *Layer) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			timeout := 5 * time.Second
+			if d, ok := ctx.Deadline(); ok {
+				timeout = min(timeout, time.Until(d))
+			}
+			return l.Dial(raft.ServerAddress(addr), timeout)
+		},
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+}
+
+// call POSTs (or GETs, with a nil body) to a peer's RPC path. A peer that
+// cannot be reached or answers 503 gives ErrUnavailable.
+func (n *Node) call(ctx context.Context, peerAddr, path string, body []byte) ([]byte, error) {
+	method := http.MethodPost
+	if body == nil {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+peerAddr+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.rpc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, peerAddr, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxRPCBody))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, peerAddr, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return out, nil
+	case http.StatusServiceUnavailable:
+		return nil, fmt.Errorf("%w: %s", ErrUnavailable, bytes.TrimSpace(out))
+	}
+	return nil, fmt.Errorf("peer %s %s: %d %s", peerAddr, path, resp.StatusCode, bytes.TrimSpace(out))
+}
+
+// SetMessageHandler serves application messages of kind from other nodes.
+func (n *Node) SetMessageHandler(kind string, h MessageHandler) {
+	n.handlersMu.Lock()
+	n.handlers[kind] = h
+	n.handlersMu.Unlock()
+}
+
+// SendTo delivers an application message to another node.
+func (n *Node) SendTo(ctx context.Context, node, kind string, body []byte) ([]byte, error) {
+	meta, ok := n.members.meta(node)
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown node %s", ErrUnavailable, node)
+	}
+	return n.call(ctx, meta.Peer, "/msg/"+kind+"?from="+n.cfg.NodeID, body)
+}

@@ -1,0 +1,72 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// ShardStats is one shard's Raft state, for /v1/status.
+type ShardStats struct {
+	Shard   int            `json:"shard"`
+	State   string         `json:"state"`
+	Leader  string         `json:"leader"`
+	Term    uint64         `json:"term"`
+	Commit  uint64         `json:"commit_index"`
+	Applied uint64         `json:"applied_index"`
+	Voters  []string       `json:"voters"`
+	Others  []string       `json:"nonvoters,omitempty"`
+	Lag     map[string]int `json:"follower_lag,omitempty"` // leader only: entries each follower has still to apply
+	Contact int64          `json:"last_contact_ms"`        // followers: since the leader was last heard
+}
+
+// Stats reports every shard's Raft state; on shards this node leads it asks
+// each follower how far it has applied (withLag).
+func (n *Node) Stats(withLag bool) []ShardStats {
+	out := make([]ShardStats, len(n.groups))
+	for i, g := range n.groups {
+		_, leader := g.raft.LeaderWithID()
+		applied, _ := g.fsm.appliedIndex()
+		st := ShardStats{Shard: g.shard, State: g.raft.State().String(), Leader: string(leader),
+			Term: g.raft.CurrentTerm(), Commit: g.raft.CommitIndex(), Applied: applied}
+		if lc := g.raft.LastContact(); !lc.IsZero() {
+			st.Contact = time.Since(lc).Milliseconds()
+		}
+		if cf := g.raft.GetConfiguration(); cf.Error() == nil {
+			for _, s := range cf.Configuration().Servers {
+				if s.Suffrage == raft.Voter {
+					st.Voters = append(st.Voters, string(s.ID))
+				} else {
+					st.Others = append(st.Others, string(s.ID))
+				}
+				if withLag && g.raft.State() == raft.Leader && string(s.ID) != n.cfg.NodeID {
+					if st.Lag == nil {
+						st.Lag = map[string]int{}
+					}
+					st.Lag[string(s.ID)] = n.followerLag(g, s)
+				}
+			}
+		}
+		out[i] = st
+	}
+	return out
+}
+
+// followerLag is how many committed entries a follower has not applied, -1
+// when it does not answer.
+func (n *Node) followerLag(g *group, s raft.Server) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	out, err := n.call(ctx, string(s.Address), "/progress?shard="+strconv.Itoa(g.shard), nil)
+	if err != nil {
+		return -1
+	}
+	var p struct{ Applied uint64 }
+	if json.Unmarshal(out, &p) != nil {
+		return -1
+	}
+	return max(0, int(g.raft.CommitIndex())-int(p.Applied))
+}
