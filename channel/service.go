@@ -110,7 +110,6 @@ func wrapRouterErr(err error) error {
 	return errorf(ErrInternal, "%v", err)
 }
 
-
 // Register creates an account.
 func (s *Service) Register(ctx context.Context, user, password string) error {
 	if !s.opt.OpenRegistration {

@@ -215,7 +215,7 @@ func (m *membership) list() []MemberInfo {
 }
 
 func (m *membership) leave(timeout time.Duration) error { return m.ml.Leave(timeout) }
-func (m *membership) shutdown() error                  { return m.ml.Shutdown() }
+func (m *membership) shutdown() error                   { return m.ml.Shutdown() }
 
 // memberlist's callbacks.
 
