@@ -29,7 +29,7 @@ const kindRPC byte = 'h'
 const maxRPCBody = 64 << 20
 
 // MessageHandler serves an application message from another node.
-type MessageHandler func(from string, body []byte) ([]byte, error)
+type MessageHandler = func(from string, body []byte) ([]byte, error)
 
 func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()

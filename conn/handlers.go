@@ -105,7 +105,13 @@ func (s *Session) typing(ctx context.Context, ch string) error {
 	if err != nil {
 		return err
 	}
-	s.hub.deliver(members, encode(typingFrame{Type: "typing", Channel: ch, User: s.user}), s.user)
+	others := make([]string, 0, len(members))
+	for _, m := range members {
+		if m != s.user {
+			others = append(others, m)
+		}
+	}
+	s.hub.deliver(others, encode(typingFrame{Type: "typing", Channel: ch, User: s.user}))
 	return nil
 }
 

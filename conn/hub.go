@@ -46,6 +46,7 @@ type Stats struct {
 	IdleCloses    int64 `json:"idle_closes"`
 	RateLimited   int64 `json:"rate_limited"`
 	Delivered     int64 `json:"frames_delivered"`
+	PeerDrops     int64 `json:"peer_drops"`
 	EventsPending int   `json:"events_pending"`
 }
 
@@ -65,9 +66,20 @@ type Hub struct {
 	events  chan []channel.Event // committed events, in commit order per shard
 	members *memberCache         // owned by the dispatcher goroutine
 
-	slowCloses, idleCloses, rateLimited, delivered atomic.Int64
+	cluster Cluster // nil for a hub on its own (tests of a lone node)
+	dir     directory
+
+	linksMu sync.Mutex // guards links
+	links   map[string]*peerLink
+
+	dirMu                 sync.Mutex // guards dirOnline, dirOffline
+	dirOnline, dirOffline []string
+	dirPoke               chan struct{}
+
+	slowCloses, idleCloses, rateLimited, delivered, peerDrops atomic.Int64
 
 	sessions sync.WaitGroup
+	wg       sync.WaitGroup // background goroutines but the dispatcher
 	stop     chan struct{}
 	done     chan struct{}
 }
@@ -82,15 +94,20 @@ func NewHub(svc *channel.Service, issuer *auth.Issuer, opt Options, log *slog.Lo
 	h := &Hub{svc: svc, issuer: issuer, opt: opt, log: log,
 		users: map[string]*userState{}, watchers: map[string]map[*Session]struct{}{}, lastSeen: map[string]int64{},
 		events: make(chan []channel.Event, 4096), members: newMemberCache(svc),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		dir: directory{byNode: map[string]map[string]struct{}{}}, links: map[string]*peerLink{},
+		dirPoke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go h.dispatch()
 	return h
 }
 
-// OnCommit takes a committed entry's events from the state machine. It runs
-// on a shard's apply goroutine; when the dispatcher is far behind it blocks,
-// which slows commits rather than dropping pushes.
-func (h *Hub) OnCommit(_ int, evs []channel.Event) {
+// OnCommit takes a committed entry's events from the state machine. Only
+// the shard's leader dispatches them. It runs on a shard's apply goroutine;
+// when the dispatcher is far behind it blocks, which slows commits rather
+// than dropping pushes.
+func (h *Hub) OnCommit(shard int, evs []channel.Event) {
+	if !h.leads(shard) {
+		return
+	}
 	select {
 	case h.events <- evs:
 	case <-h.stop:
@@ -118,19 +135,25 @@ func (h *Hub) deliverEvent(ev channel.Event) {
 	switch {
 	case ev.Message != nil:
 		members := h.members.get(ev.Message.Channel)
-		h.deliver(members, encode(newMessageFrame(ev.Message)), "")
+		h.deliver(members, encode(newMessageFrame(ev.Message)))
 	case ev.Members != nil:
 		m := ev.Members
 		h.members.change(m.Channel, m.Added, m.Removed)
 		frame := encode(membersFrame{Type: "members", Channel: m.Channel, Added: orEmpty(m.Added), Removed: orEmpty(m.Removed)})
-		h.deliver(append(h.members.get(m.Channel), m.Removed...), frame, "")
+		h.deliver(append(h.members.get(m.Channel), m.Removed...), frame)
 	case ev.Receipt != nil:
 		r := ev.Receipt
 		members := h.members.get(r.Channel)
 		if len(members) <= maxReceiptFanout {
-			h.deliver(members, encode(receiptFrame{Type: "receipt", Channel: r.Channel, User: r.User, Status: r.Status, Seq: r.Seq}), "")
+			h.deliver(members, encode(receiptFrame{Type: "receipt", Channel: r.Channel, User: r.User, Status: r.Status, Seq: r.Seq}))
 		}
 	}
+}
+
+// deliver writes frame to the sessions of users here and on other nodes.
+func (h *Hub) deliver(users []string, frame []byte) {
+	h.deliverLocal(users, frame, "")
+	h.forward(users, frame)
 }
 
 func orEmpty(s []string) []string {
@@ -140,9 +163,9 @@ func orEmpty(s []string) []string {
 	return s
 }
 
-// deliver queues frame on every local session of users, except those of
-// the user skip. It never blocks: a full queue closes that session.
-func (h *Hub) deliver(users []string, frame []byte, skip string) {
+// deliverLocal queues frame on every local session of users, except those
+// of the user skip. It never blocks: a full queue closes that session.
+func (h *Hub) deliverLocal(users []string, frame []byte, skip string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, u := range users {
@@ -177,7 +200,10 @@ func (h *Hub) register(s *Session) bool {
 	s.limiter = us.limiter
 	h.sessions.Add(1)
 	if len(us.sessions) == 1 {
-		h.notifyPresence(s.user, true, time.Now().UnixMilli())
+		h.directoryDelta(s.user, true)
+		if !h.dir.online(s.user) {
+			h.notifyPresence(s.user, true, time.Now().UnixMilli())
+		}
 	}
 	return true
 }
@@ -203,10 +229,26 @@ func (h *Hub) unregister(s *Session) {
 	h.sessions.Done()
 	if len(us.sessions) == 0 {
 		delete(h.users, s.user)
-		now := time.Now().UnixMilli()
-		h.lastSeen[s.user] = now
-		h.notifyPresence(s.user, false, now)
+		h.directoryDelta(s.user, false)
+		if !h.dir.online(s.user) {
+			now := time.Now().UnixMilli()
+			h.lastSeen[s.user] = now
+			h.notifyPresence(s.user, false, now)
+		}
 	}
+}
+
+// presenceChanged tells local watchers of user its state after a change on
+// another node.
+func (h *Hub) presenceChanged(user string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now().UnixMilli()
+	online := h.users[user] != nil || h.dir.online(user)
+	if !online {
+		h.lastSeen[user] = now
+	}
+	h.notifyPresence(user, online, now)
 }
 
 // notifyPresence tells the watchers of user. Caller holds h.mu.
@@ -232,7 +274,7 @@ func (h *Hub) watch(s *Session, users []string) map[string]presenceState {
 		}
 		h.watchers[u][s] = struct{}{}
 		s.watching[u] = struct{}{}
-		if h.users[u] != nil {
+		if h.users[u] != nil || h.dir.online(u) {
 			out[u] = presenceState{Online: true, LastSeen: now}
 		} else {
 			out[u] = presenceState{LastSeen: h.lastSeen[u]}
@@ -253,6 +295,7 @@ func (h *Hub) Stats() Stats {
 	st.IdleCloses = h.idleCloses.Load()
 	st.RateLimited = h.rateLimited.Load()
 	st.Delivered = h.delivered.Load()
+	st.PeerDrops = h.peerDrops.Load()
 	st.EventsPending = len(h.events)
 	return st
 }
@@ -297,6 +340,7 @@ func (h *Hub) Close(ctx context.Context, code int, reason string) {
 	}
 	close(h.stop)
 	<-h.done
+	h.wg.Wait()
 }
 
 // memberCache keeps group member lists for delivery. Only the dispatcher

@@ -88,6 +88,7 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	s.node.SetReadHandler(s.Service.ExecRead)
 	s.Hub = conn.NewHub(s.Service, auth.NewIssuer(s.secret, cfg.Auth.TokenTTL.Duration), hubOptions(cfg, s.nodeID),
 		log.With("sys", "conn"))
+	s.Hub.AttachCluster(s.node)
 	s.hub.Store(s.Hub)
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop

@@ -1,0 +1,278 @@
+package conn
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Cluster is what the hub needs of the node's cluster: who leads a shard,
+// who is alive, and a way to send other nodes messages. cluster.Node is the
+// real one.
+type Cluster interface {
+	ID() string
+	IsLeader(shard int) bool
+	AliveNodes() []string
+	SendTo(ctx context.Context, node, kind string, body []byte) ([]byte, error)
+	SetMessageHandler(kind string, h func(from string, body []byte) ([]byte, error))
+	OnMembership(f func())
+}
+
+// Across nodes, each node tells the others which users have sessions on
+// it (the directory: soft state, deltas as users come and go and a full
+// list every few seconds). The leader of a shard delivers its committed
+// events locally and sends each once to every node holding a session of a
+// recipient; each node writes them to its own sessions.
+
+const (
+	kindDeliver   = "deliver"
+	kindDirectory = "directory"
+	// directoryRefresh is how often each node sends its full user list.
+	directoryRefresh = 5 * time.Second
+	// peerQueue bounds the batches waiting for one peer; past it pushes to
+	// that peer are dropped (clients fill gaps from history).
+	peerQueue = 1024
+)
+
+type directoryMsg struct {
+	Full    bool     `json:"full,omitempty"`
+	Online  []string `json:"online,omitempty"`
+	Offline []string `json:"offline,omitempty"`
+}
+
+// delivery is one frame for some users' sessions on a node.
+type delivery struct {
+	Users []string        `json:"u"`
+	Frame json.RawMessage `json:"f"`
+}
+
+// directory is what this node knows of the others' online users.
+type directory struct {
+	mu     sync.Mutex
+	byNode map[string]map[string]struct{} // node -> users with sessions there
+}
+
+func (d *directory) apply(node string, m directoryMsg) (changed []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	set := d.byNode[node]
+	if set == nil || m.Full {
+		old := set
+		set = map[string]struct{}{}
+		d.byNode[node] = set
+		for u := range old {
+			if !slices.Contains(m.Online, u) {
+				changed = append(changed, u)
+			}
+		}
+	}
+	for _, u := range m.Online {
+		if _, ok := set[u]; !ok {
+			set[u] = struct{}{}
+			changed = append(changed, u)
+		}
+	}
+	for _, u := range m.Offline {
+		if _, ok := set[u]; ok {
+			delete(set, u)
+			changed = append(changed, u)
+		}
+	}
+	return changed
+}
+
+// forget drops the nodes not in alive and returns the users they held.
+func (d *directory) forget(alive []string) (changed []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for node, set := range d.byNode {
+		if !slices.Contains(alive, node) {
+			for u := range set {
+				changed = append(changed, u)
+			}
+			delete(d.byNode, node)
+		}
+	}
+	return changed
+}
+
+// nodesOf groups users by the other nodes they have sessions on.
+func (d *directory) nodesOf(users []string) map[string][]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string][]string{}
+	for node, set := range d.byNode {
+		for _, u := range users {
+			if _, ok := set[u]; ok {
+				out[node] = append(out[node], u)
+			}
+		}
+	}
+	return out
+}
+
+func (d *directory) online(user string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, set := range d.byNode {
+		if _, ok := set[user]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// peerLink sends batches to one node in order.
+type peerLink struct {
+	q chan []byte
+}
+
+// AttachCluster connects the hub to the other nodes; without it the hub
+// serves a lone node.
+func (h *Hub) AttachCluster(c Cluster) {
+	h.cluster = c
+	c.SetMessageHandler(kindDeliver, h.onDeliver)
+	c.SetMessageHandler(kindDirectory, h.onDirectory)
+	c.OnMembership(func() {
+		for _, u := range h.dir.forget(c.AliveNodes()) {
+			h.presenceChanged(u)
+		}
+	})
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.directoryLoop()
+	}()
+}
+
+// leads reports whether this node dispatches shard's events.
+func (h *Hub) leads(shard int) bool { return h.cluster == nil || h.cluster.IsLeader(shard) }
+
+// forward sends frame to the sessions of users on other nodes, once per node.
+func (h *Hub) forward(users []string, frame []byte) {
+	if h.cluster == nil {
+		return
+	}
+	for node, us := range h.dir.nodesOf(users) {
+		body, _ := json.Marshal([]delivery{{Users: us, Frame: frame}})
+		h.sendPeer(node, body)
+	}
+}
+
+func (h *Hub) sendPeer(node string, body []byte) {
+	h.linksMu.Lock()
+	l := h.links[node]
+	if l == nil {
+		l = &peerLink{q: make(chan []byte, peerQueue)}
+		h.links[node] = l
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.peerLoop(node, l)
+		}()
+	}
+	h.linksMu.Unlock()
+	select {
+	case l.q <- body:
+	default:
+		h.peerDrops.Add(1)
+	}
+}
+
+func (h *Hub) peerLoop(node string, l *peerLink) {
+	for {
+		select {
+		case body := <-l.q:
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if _, err := h.cluster.SendTo(ctx, node, kindDeliver, body); err != nil {
+				h.peerDrops.Add(1)
+			}
+			cancel()
+		case <-h.stop:
+			return
+		}
+	}
+}
+
+func (h *Hub) onDeliver(_ string, body []byte) ([]byte, error) {
+	var ds []delivery
+	if err := json.Unmarshal(body, &ds); err != nil {
+		return nil, err
+	}
+	for _, d := range ds {
+		h.deliverLocal(d.Users, d.Frame, "")
+	}
+	return nil, nil
+}
+
+func (h *Hub) onDirectory(from string, body []byte) ([]byte, error) {
+	var m directoryMsg
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	for _, u := range h.dir.apply(from, m) {
+		h.presenceChanged(u)
+	}
+	return nil, nil
+}
+
+// userCame and userWent queue directory deltas for the other nodes.
+func (h *Hub) directoryDelta(user string, online bool) {
+	if h.cluster == nil {
+		return
+	}
+	h.dirMu.Lock()
+	if online {
+		h.dirOnline = append(h.dirOnline, user)
+	} else {
+		h.dirOffline = append(h.dirOffline, user)
+	}
+	h.dirMu.Unlock()
+	select {
+	case h.dirPoke <- struct{}{}:
+	default:
+	}
+}
+
+// directoryLoop sends deltas as they come (a few ms apart at most) and the
+// full list every directoryRefresh.
+func (h *Hub) directoryLoop() {
+	full := time.NewTicker(directoryRefresh)
+	defer full.Stop()
+	for {
+		var msg directoryMsg
+		select {
+		case <-h.stop:
+			return
+		case <-full.C:
+			msg = directoryMsg{Full: true, Online: h.localUsers()}
+		case <-h.dirPoke:
+			time.Sleep(2 * time.Millisecond) // gather a burst of connects into one message
+			h.dirMu.Lock()
+			msg = directoryMsg{Online: h.dirOnline, Offline: h.dirOffline}
+			h.dirOnline, h.dirOffline = nil, nil
+			h.dirMu.Unlock()
+		}
+		body, _ := json.Marshal(msg)
+		for _, node := range h.cluster.AliveNodes() {
+			if node == h.cluster.ID() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			h.cluster.SendTo(ctx, node, kindDirectory, body)
+			cancel()
+		}
+	}
+}
+
+func (h *Hub) localUsers() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.users))
+	for u := range h.users {
+		out = append(out, u)
+	}
+	return out
+}
