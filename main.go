@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/server"
@@ -128,8 +129,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	<-ctx.Done()
-	log.Info("shutting down")
-	return srv.Close()
+	// The first SIGTERM or Ctrl-C drains within 30 s; a second one kills
+	// the process: the default handlers are back.
+	signal.Reset(os.Interrupt, syscall.SIGTERM)
+	log.Info("draining: handing off shards and sessions")
+	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Drain(dctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

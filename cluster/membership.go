@@ -19,6 +19,13 @@ type nodeMeta struct {
 	HTTP    string `json:"h"`
 	Cluster string `json:"c,omitempty"` // empty until the cluster has formed
 	Shards  int    `json:"s"`
+	// Leads is a bitmap of the shards this node leads, so nodes that hold
+	// no replica of a shard still know where to forward.
+	Leads []byte `json:"l,omitempty"`
+}
+
+func (m nodeMeta) leads(shard int) bool {
+	return shard/8 < len(m.Leads) && m.Leads[shard/8]&(1<<(shard%8)) != 0
 }
 
 // memberState is what this node knows of another.
@@ -112,6 +119,29 @@ func (m *membership) setCluster(id string) {
 	m.self.Cluster = id
 	m.mu.Unlock()
 	m.ml.UpdateNode(time.Second)
+}
+
+// setLeads gossips the shards this node leads, when they changed.
+func (m *membership) setLeads(bits []byte) {
+	m.mu.Lock()
+	same := string(m.self.Leads) == string(bits)
+	m.self.Leads = bits
+	m.mu.Unlock()
+	if !same {
+		m.ml.UpdateNode(time.Second)
+	}
+}
+
+// leaderOf returns a live member that says it leads shard.
+func (m *membership) leaderOf(shard int) (nodeMeta, string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, s := range m.nodes {
+		if s.alive && s.meta.leads(shard) {
+			return s.meta, name, true
+		}
+	}
+	return nodeMeta{}, "", false
 }
 
 func (m *membership) subscribe(f func()) {

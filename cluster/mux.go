@@ -35,15 +35,19 @@ type Mux struct {
 	log *slog.Logger
 	key []byte // peer authentication key; nil turns the handshake off (tests of a lone node)
 
-	mu     sync.Mutex // guards layers
+	mu     sync.Mutex // guards layers, blocked and dialed
 	layers map[uint32]*Layer
+	// blocked, when set, refuses dials to the peer addresses it names:
+	// the transport hook tests use to partition nodes.
+	blocked func(addr string) bool
+	dialed  map[net.Conn]string // open dialed connections and their targets
 
 	wg sync.WaitGroup
 }
 
 // NewMux starts accepting on ln. Connections must prove key (PeerKey).
 func NewMux(ln net.Listener, key []byte, log *slog.Logger) *Mux {
-	m := &Mux{ln: ln, key: key, log: log, layers: make(map[uint32]*Layer)}
+	m := &Mux{ln: ln, key: key, log: log, layers: make(map[uint32]*Layer), dialed: map[net.Conn]string{}}
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -160,12 +164,53 @@ func (l *Layer) Close() error {
 // Addr is the shared listener's address.
 func (l *Layer) Addr() net.Addr { return l.mux.Addr() }
 
+// Block makes this node unable to reach the peers for which blocked is
+// true, closing the connections it has open to them (nil unblocks). Both
+// sides of a partition call it, so neither can dial the other.
+func (m *Mux) Block(blocked func(addr string) bool) {
+	m.mu.Lock()
+	m.blocked = blocked
+	var cut []net.Conn
+	for c, target := range m.dialed {
+		if blocked != nil && blocked(target) {
+			cut = append(cut, c)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range cut {
+		c.Close() // takes m.mu to forget itself
+	}
+}
+
+// trackedConn forgets itself when closed.
+type trackedConn struct {
+	net.Conn
+	m *Mux
+}
+
+func (c *trackedConn) Close() error {
+	c.m.mu.Lock()
+	delete(c.m.dialed, c)
+	c.m.mu.Unlock()
+	return c.Conn.Close()
+}
+
 // Dial connects to a peer's mux and names this stream.
 func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	l.mux.mu.Lock()
+	blocked := l.mux.blocked != nil && l.mux.blocked(string(addr))
+	l.mux.mu.Unlock()
+	if blocked {
+		return nil, fmt.Errorf("peer %s: unreachable (partitioned)", addr)
+	}
+	raw, err := net.DialTimeout("tcp", string(addr), timeout)
 	if err != nil {
 		return nil, err
 	}
+	c := &trackedConn{Conn: raw, m: l.mux}
+	l.mux.mu.Lock()
+	l.mux.dialed[c] = string(addr)
+	l.mux.mu.Unlock()
 	c.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(l.header[:]); err != nil {
 		c.Close()

@@ -166,6 +166,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 	n.goRun(func() { n.members.join(n.cfg.Join, n.stop) })
 	n.goRun(n.formLoop)
 	n.goRun(n.placementLoop)
+	n.goRun(n.leadsLoop)
 	return nil
 }
 
@@ -352,10 +353,37 @@ func ShardOf(id string, shards int) int {
 // IsLeader reports whether this node leads shard now.
 func (n *Node) IsLeader(shard int) bool { return n.groups[shard].raft.State() == raft.Leader }
 
-// leaderPeer returns the peer address of shard's leader, if one is known.
+// leaderPeer returns the peer address of shard's leader, if one is known:
+// from Raft on a replica, else from what the members gossip.
 func (n *Node) leaderPeer(shard int) (string, string, bool) {
-	addr, id := n.groups[shard].raft.LeaderWithID()
-	return string(addr), string(id), addr != ""
+	if addr, id := n.groups[shard].raft.LeaderWithID(); addr != "" {
+		return string(addr), string(id), true
+	}
+	meta, id, ok := n.members.leaderOf(shard)
+	if !ok || id == n.cfg.NodeID {
+		return "", "", false
+	}
+	return meta.Peer, id, true
+}
+
+// leadsLoop keeps the gossiped bitmap of led shards current.
+func (n *Node) leadsLoop() {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		bits := make([]byte, (len(n.groups)+7)/8)
+		for i, g := range n.groups {
+			if g.raft.State() == raft.Leader {
+				bits[i/8] |= 1 << (i % 8)
+			}
+		}
+		n.members.setLeads(bits)
+	}
 }
 
 // Propose commits cmd on its shard and returns the state machine's result:
@@ -463,11 +491,14 @@ func (n *Node) Ready() error {
 		return fmt.Errorf("the cluster has not formed: %d of %d nodes seen", len(n.members.alive()), n.cfg.BootstrapExpect)
 	}
 	for _, g := range n.groups {
-		_, id := g.raft.LeaderWithID()
-		if id == "" {
+		_, id, ok := n.leaderPeer(g.shard)
+		if !ok && g.raft.State() == raft.Leader {
+			id, ok = n.cfg.NodeID, true
+		}
+		if !ok {
 			return fmt.Errorf("shard %d has no leader", g.shard)
 		}
-		if !n.members.isAlive(string(id)) {
+		if !n.members.isAlive(id) {
 			return fmt.Errorf("shard %d's leader %s is not reachable", g.shard, id)
 		}
 	}

@@ -167,3 +167,20 @@ func (n *Node) Drain(ctx context.Context) {
 		n.members.leave(5 * time.Second)
 	}
 }
+
+// Partition makes this node unable to reach the nodes named (nil heals):
+// a transport hook for tests of partitions. Gossip is left alone.
+func (n *Node) Partition(nodes []string) {
+	if len(nodes) == 0 {
+		n.mux.Block(nil)
+		return
+	}
+	addrs := map[string]bool{}
+	for _, id := range nodes {
+		if meta, ok := n.members.meta(id); ok {
+			addrs[meta.Peer] = true
+		}
+	}
+	n.mux.Block(func(addr string) bool { return addrs[addr] })
+	n.rpc.CloseIdleConnections()
+}

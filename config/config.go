@@ -262,7 +262,7 @@ func (c *Config) Validate() error {
 		{c.Auth.TokenTTL.Duration > 0, "auth.token_ttl", c.Auth.TokenTTL, "must be positive"},
 		{c.Auth.BcryptCost >= 4 && c.Auth.BcryptCost <= 31, "auth.bcrypt_cost", c.Auth.BcryptCost, "must be 4-31"},
 		{c.Auth.Secret == "" || len(c.Auth.Secret) >= 16, "auth.secret", "(hidden)", "must be at least 16 bytes"},
-		{c.Cluster.Shards >= 1 && c.Cluster.Shards <= 4096, "cluster.shards", c.Cluster.Shards, "must be 1-4096"},
+		{c.Cluster.Shards >= 1 && c.Cluster.Shards <= 1024, "cluster.shards", c.Cluster.Shards, "must be 1-1024"},
 		{c.Cluster.HeartbeatTimeout.Duration >= 10*time.Millisecond, "cluster.heartbeat_timeout", c.Cluster.HeartbeatTimeout, "must be at least 10ms"},
 		{c.Cluster.ElectionTimeout.Duration >= c.Cluster.HeartbeatTimeout.Duration, "cluster.election_timeout", c.Cluster.ElectionTimeout, "must be at least heartbeat_timeout"},
 		{c.Cluster.CommitTimeout.Duration > 0, "cluster.commit_timeout", c.Cluster.CommitTimeout, "must be positive"},

@@ -318,6 +318,10 @@ func (h *Hub) SessionsOf(user string) []string {
 // or ctx, and stops the dispatcher.
 func (h *Hub) Close(ctx context.Context, code int, reason string) {
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
 	h.closed = true
 	var all []*Session
 	for _, us := range h.users {

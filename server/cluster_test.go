@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/cluster"
+	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/server"
 	"slices"
 	"testing"
@@ -137,4 +139,172 @@ func TestClusterDeliversAcrossNodes(t *testing.T) {
 	if ev := waitEvent(t, alice, "presence"); ev.User != "carol" || ev.Online {
 		t.Fatalf("presence %+v", ev)
 	}
+}
+
+// voters returns each shard's voter set as node n sees it.
+func voters(n *server.Server) [][]string {
+	var out [][]string
+	for _, s := range n.Node().Stats(false) {
+		v := slices.Clone(s.Voters)
+		slices.Sort(v)
+		out = append(out, v)
+	}
+	return out
+}
+
+// waitPlacement waits until every shard's voters are its placement over nodes.
+func waitPlacement(t *testing.T, observer *server.Server, nodes []string) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for shard, v := range voters(observer) {
+			want := cluster.Placement(shard, nodes, 3)
+			slices.Sort(want)
+			if !slices.Equal(v, want) {
+				return fmt.Errorf("shard %d: voters %v, placement %v", shard, v, want)
+			}
+		}
+		return nil
+	})
+}
+
+func addNode(t *testing.T, nodes []*server.Server, name, host string) *server.Server {
+	c := servertest.Config(t.TempDir())
+	c.Node = name
+	c.HTTP, c.Peer, c.Gossip = host+":0", host+":0", host+":0"
+	c.BootstrapExpect = 3
+	c.Cluster.Grace = config.Duration{Duration: 2 * time.Second}
+	c.Join = []string{nodes[0].Node().GossipAddr()}
+	s, err := server.Start(c, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestJoinMovesOnlyPlacedShards(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	before := voters(nodes[0])
+	n4 := addNode(t, nodes, "n4", "127.0.0.4")
+	all := []string{"n1", "n2", "n3", "n4"}
+	waitPlacement(t, nodes[0], all)
+	moved := 0
+	for shard, v := range voters(nodes[0]) {
+		if !slices.Equal(v, before[shard]) {
+			moved++
+			if !slices.Contains(v, "n4") {
+				t.Errorf("shard %d changed without n4: %v -> %v", shard, before[shard], v)
+			}
+		}
+	}
+	if moved == 0 || moved == len(before) {
+		t.Fatalf("%d of %d shards moved to n4: rendezvous should move about a quarter", moved, len(before))
+	}
+	// The new node serves.
+	sendRetry(t, n4, channel.SendRequest{From: "a", To: "b", Body: "x", Key: "1"})
+}
+
+func TestGracefulLeaveHandsShardsOver(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	n4 := addNode(t, nodes, "n4", "127.0.0.4")
+	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3", "n4"})
+	ctx := context.Background()
+	for i := range 20 { // some state on every shard first
+		sendRetry(t, nodes[0], channel.SendRequest{From: "a", To: fmt.Sprint("u", i), Body: "x", Key: "1"})
+	}
+	if err := n4.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Left (not failed): no grace period to wait out.
+	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3"})
+	for i := range 20 {
+		msgs, _, err := nodes[1].Service.History(ctx, "a", channel.DM("a", fmt.Sprint("u", i)), channel.HistoryQuery{})
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("after n4 left: %d messages, %v", len(msgs), err)
+		}
+	}
+}
+
+func TestFailedNodeReplacedAfterGrace(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	n4 := addNode(t, nodes, "n4", "127.0.0.4")
+	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3", "n4"})
+	failedAt := time.Now()
+	n4.Close() // a crash: no goodbye
+	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3"})
+	if waited := time.Since(failedAt); waited < 2*time.Second {
+		t.Fatalf("replaced after %v, before the 2s grace period", waited)
+	}
+	sendRetry(t, nodes[2], channel.SendRequest{From: "a", To: "b", Body: "x", Key: "1"})
+}
+
+// sendRetry sends as a client does: unavailable means retry, same key.
+func sendRetry(t *testing.T, s *server.Server, req channel.SendRequest) channel.Sent {
+	t.Helper()
+	var sent channel.Sent
+	testutil.Eventually(t, 15*time.Second, func() error {
+		var err error
+		sent, err = s.Service.Send(context.Background(), req)
+		if err != nil && !errors.Is(err, channel.ErrUnavailable) {
+			t.Fatal(err)
+		}
+		return err
+	})
+	return sent
+}
+
+func TestMinorityAnswersUnavailableAndNeverCommits(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	ctx := context.Background()
+	isolate := func(on bool) {
+		others := map[int][]string{0: {"n3"}, 1: {"n3"}, 2: {"n1", "n2"}}
+		for i, n := range nodes {
+			if on {
+				n.Node().Partition(others[i])
+			} else {
+				n.Node().Partition(nil)
+			}
+		}
+	}
+	isolate(true)
+	// Through n3, cut off from the majority: every send fails as unavailable.
+	testutil.Eventually(t, 15*time.Second, func() error {
+		_, err := nodes[2].Service.Send(ctx, channel.SendRequest{From: "alice", To: "bob", Body: "probe", Key: "probe"})
+		if !errors.Is(err, channel.ErrUnavailable) {
+			return fmt.Errorf("send through the minority: %v", err)
+		}
+		return nil
+	})
+	for i := range 5 {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := nodes[2].Service.Send(cctx, channel.SendRequest{From: "alice", To: "bob", Body: "lost?", Key: fmt.Sprint("m", i)})
+		cancel()
+		if !errors.Is(err, channel.ErrUnavailable) {
+			t.Fatalf("minority send %d: %v", i, err)
+		}
+	}
+	// The majority keeps serving.
+	testutil.Eventually(t, 15*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := nodes[0].Service.Send(cctx, channel.SendRequest{From: "alice", To: "bob", Body: "majority", Key: "maj"})
+		return err
+	})
+	isolate(false)
+	// After healing, nothing sent through the minority was committed.
+	testutil.Eventually(t, 15*time.Second, func() error {
+		msgs, _, err := nodes[2].Service.History(ctx, "alice", "dm:alice:bob", channel.HistoryQuery{})
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Body != "majority" {
+				return fmt.Errorf("a minority send was committed: %+v", m)
+			}
+		}
+		if len(msgs) != 1 {
+			return fmt.Errorf("history %+v", msgs)
+		}
+		return nil
+	})
 }

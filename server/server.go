@@ -208,6 +208,16 @@ func (s *Server) Node() *cluster.Node { return s.node }
 // WaitReady blocks until every shard has a leader.
 func (s *Server) WaitReady(ctx context.Context) error { return s.node.WaitLeaders(ctx) }
 
+// Drain is a graceful stop: /readyz turns 503, leadership of this node's
+// shards moves to other voters, the node leaves the gossip (so the others
+// re-place its shards without waiting out the grace period), sessions are
+// told to reconnect elsewhere (4010), then everything closes.
+func (s *Server) Drain(ctx context.Context) error {
+	s.node.Drain(ctx)
+	s.Hub.Close(ctx, conn.CloseGoingAway, "node draining: reconnect to another node")
+	return s.Close()
+}
+
 // Close stops the node in reverse order of start: clients first (nothing new
 // comes in), then background work, then Raft, then the database, which
 // every acknowledged write already reached with a sync. Only the first call
