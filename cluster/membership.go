@@ -118,7 +118,7 @@ func (m *membership) setCluster(id string) {
 	m.mu.Lock()
 	m.self.Cluster = id
 	m.mu.Unlock()
-	m.ml.UpdateNode(time.Second)
+	m.ml.UpdateNode(100 * time.Millisecond) // the broadcast goes out anyway; do not hold the caller
 }
 
 // setLeads gossips the shards this node leads, when they changed.
@@ -128,7 +128,7 @@ func (m *membership) setLeads(bits []byte) {
 	m.self.Leads = bits
 	m.mu.Unlock()
 	if !same {
-		m.ml.UpdateNode(time.Second)
+		m.ml.UpdateNode(100 * time.Millisecond) // the broadcast goes out anyway; do not hold the caller
 	}
 }
 

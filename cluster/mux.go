@@ -127,9 +127,20 @@ func (m *Mux) route(c net.Conn) {
 		return
 	}
 	select {
+	case <-l.done:
+		c.Close()
+		return
+	default:
+	}
+	select {
 	case l.conns <- c:
 	case <-l.done:
 		c.Close()
+	}
+	select {
+	case <-l.done: // closed meanwhile: it may have missed c
+		l.drain()
+	default:
 	}
 }
 
@@ -155,10 +166,24 @@ func (l *Layer) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops this layer's Accept; the shared listener stays open.
+// Close stops this layer's Accept and closes connections queued for it, so
+// their dialers fail at once instead of waiting out a timeout; the shared
+// listener stays open.
 func (l *Layer) Close() error {
 	l.closeOnce.Do(func() { close(l.done) })
+	l.drain()
 	return nil
+}
+
+func (l *Layer) drain() {
+	for {
+		select {
+		case c := <-l.conns:
+			c.Close()
+		default:
+			return
+		}
+	}
 }
 
 // Addr is the shared listener's address.

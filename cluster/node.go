@@ -88,6 +88,8 @@ type Node struct {
 	rpc     *http.Client
 	rpcSrv  *http.Server
 	stop    chan struct{}
+	ctx     context.Context // cancelled by Close: bounds the node's own RPCs
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
 	formed   atomic.Bool   // the cluster has bootstrapped (or this node joined one)
@@ -132,6 +134,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 	}
 	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
 		stop: make(chan struct{}), poke: make(chan struct{}, 1), handlers: map[string]MessageHandler{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
 	if err := n.start(newSM); err != nil {
 		n.Close()
@@ -275,8 +278,12 @@ func (n *Node) formLoop() {
 
 func (n *Node) tryForm() error {
 	alive := n.members.alive()
+	id := clusterID(n.cfg.Shards, alive)
 	for _, name := range alive {
-		if meta, _ := n.members.meta(name); meta.Cluster != "" {
+		// A peer formed first. If its id is the one our view gives, we are
+		// in its bootstrap set and bootstrap our shards as it did;
+		// otherwise we joined a running cluster, whose leaders add us.
+		if meta, _ := n.members.meta(name); meta.Cluster != "" && meta.Cluster != id {
 			return n.setFormed(meta.Cluster, "joined")
 		}
 	}
@@ -303,8 +310,13 @@ func (n *Node) tryForm() error {
 			return fmt.Errorf("bootstrap shard %d: %w", shard, err)
 		}
 	}
-	sum := sha256.Sum256([]byte(fmt.Sprint(n.cfg.Shards, alive)))
-	return n.setFormed(hex.EncodeToString(sum[:8]), "bootstrapped with "+strings.Join(alive, ","))
+	return n.setFormed(id, "bootstrapped with "+strings.Join(alive, ","))
+}
+
+// clusterID names the cluster a bootstrap set forms.
+func clusterID(shards int, nodes []string) string {
+	sum := sha256.Sum256([]byte(fmt.Sprint(shards, nodes)))
+	return hex.EncodeToString(sum[:8])
 }
 
 func (n *Node) setFormed(id, how string) error {
@@ -523,6 +535,7 @@ func (n *Node) Close() error {
 	default:
 	}
 	close(n.stop)
+	n.cancel()
 	var errs []error
 	if n.members != nil {
 		errs = append(errs, n.members.shutdown())

@@ -132,7 +132,7 @@ func (n *Node) change(shard int, what, id string, f raft.Future) {
 
 // caughtUp asks a non-voter how far it has applied.
 func (n *Node) caughtUp(shard int, s raft.Server) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 	defer cancel()
 	out, err := n.call(ctx, string(s.Address), "/progress?shard="+strconv.Itoa(shard), nil)
 	if err != nil {

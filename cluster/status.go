@@ -58,7 +58,7 @@ func (n *Node) Stats(withLag bool) []ShardStats {
 // followerLag is how many committed entries a follower has not applied, -1
 // when it does not answer.
 func (n *Node) followerLag(g *group, s raft.Server) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(n.ctx, 500*time.Millisecond)
 	defer cancel()
 	out, err := n.call(ctx, string(s.Address), "/progress?shard="+strconv.Itoa(g.shard), nil)
 	if err != nil {

@@ -229,6 +229,7 @@ func (s *Server) Close() error {
 
 func (s *Server) close() error {
 	var errs []error
+
 	if s.Hub != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.Hub.Close(ctx, conn.CloseGoingAway, "node shutting down: reconnect")
