@@ -30,5 +30,8 @@ bench: ## throughput of one node with batching on and off (go test -bench)
 chaos: build ## the long crash test: 50 SIGKILLs of a node under load
 	PARLEY_CRASH_ROUNDS=50 $(GO) test -count=1 -timeout 30m -run TestCrash -v .
 
+cluster: build ## a local three-node cluster on 127.0.0.1-3 in the foreground; Ctrl-C stops it
+	./scripts/cluster.sh
+
 clean:
-	rm -rf bin parley-data
+	rm -rf bin parley-data cluster-data

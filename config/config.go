@@ -59,6 +59,7 @@ type Auth struct {
 	Registration string   `toml:"registration"` // open or closed
 	TokenTTL     Duration `toml:"token_ttl"`
 	BcryptCost   int      `toml:"bcrypt_cost"`
+	AdminToken   string   `toml:"admin_token"` // opens /status and /v1/status beyond loopback
 }
 
 // Cluster configures shards and Raft.

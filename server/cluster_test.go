@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/parleychat/parley/auth"
@@ -9,6 +10,7 @@ import (
 	"github.com/parleychat/parley/cluster"
 	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/server"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -307,4 +309,40 @@ func TestMinorityAnswersUnavailableAndNeverCommits(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestStatusJSON(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, func(i int, c *config.Config) {
+		if i == 2 {
+			c.Auth.AdminToken = "admin-token-123"
+		}
+	})
+	get := func(s *server.Server, token string) (int, map[string]any) {
+		req, _ := http.NewRequest("GET", "http://"+s.HTTPAddr()+"/v1/status", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	code, st := get(nodes[0], "")
+	if code != 200 || len(st["members"].([]any)) != 3 || len(st["shards"].([]any)) != 8 {
+		t.Fatalf("%d %v", code, st)
+	}
+	shard := st["shards"].([]any)[0].(map[string]any)
+	if shard["leader"] == "" || len(shard["voters"].([]any)) != 3 {
+		t.Fatalf("shard %v", shard)
+	}
+	if code, _ := get(nodes[2], ""); code != http.StatusForbidden {
+		t.Fatalf("without the admin token: %d", code)
+	}
+	if code, _ := get(nodes[2], "admin-token-123"); code != 200 {
+		t.Fatalf("with the admin token: %d", code)
+	}
 }

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"crypto/subtle"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"time"
 )
 
 func (s *Server) routes() http.Handler {
@@ -11,17 +15,55 @@ func (s *Server) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /v1/status", s.statusJSON)
 	s.Hub.Routes(mux)
 	return mux
 }
 
-// readyz is 200 once every shard has a leader, with one line per check in
-// the manner of rqlite and Kubernetes.
+// readyz is 200 once the node is in a formed cluster, not draining, and
+// every shard has a live leader, with one line per check in the manner of
+// rqlite and Kubernetes.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.node.Ready(); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "[-]shards: %v\n", err)
+		fmt.Fprintf(w, "[-]cluster: %v\n", err)
 		return
 	}
-	fmt.Fprintf(w, "[+]shards ok: %d with a leader\n", s.node.Shards())
+	fmt.Fprintf(w, "[+]cluster ok: %d members alive, %d shards with a live leader\n", len(s.node.AliveNodes()), s.node.Shards())
+}
+
+// statusJSON is /v1/status: this node, the members, every shard, sessions.
+func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
+	if !s.adminAllowed(r) {
+		http.Error(w, `{"error":{"code":"forbidden","message":"the status is for admins: loopback or the admin token"}}`, http.StatusForbidden)
+		return
+	}
+	ready := "ok"
+	if err := s.node.Ready(); err != nil {
+		ready = err.Error()
+	}
+	out := map[string]any{
+		"node":     map[string]any{"name": s.nodeID, "version": Version, "uptime_s": int(time.Since(s.started).Seconds()), "http": s.HTTPAddr(), "peer": s.node.PeerAddr(), "gossip": s.node.GossipAddr(), "data": s.cfg.Data, "data_bytes": s.store.DiskUsage(), "ready": ready},
+		"members":  s.node.Members(),
+		"shards":   s.node.Stats(r.URL.Query().Get("lag") != "0"),
+		"sessions": s.Hub.Stats(),
+	}
+	if u := r.URL.Query().Get("user"); u != "" {
+		out["user_sessions"] = map[string]any{u: s.Hub.SessionsOf(u)}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
+}
+
+// adminAllowed: loopback clients, or the configured admin token as a
+// Bearer token.
+func (s *Server) adminAllowed(r *http.Request) bool {
+	if tok := s.cfg.Auth.AdminToken; tok != "" {
+		return subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+tok)) == 1
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
 }
