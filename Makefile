@@ -27,8 +27,8 @@ fmt:
 bench: ## throughput of one node with batching on and off (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchtime 5s ./channel/
 
-chaos: build ## the long crash test: 50 SIGKILLs of a node under load
-	PARLEY_CRASH_ROUNDS=50 $(GO) test -count=1 -timeout 30m -run TestCrash -v .
+chaos: build ## long fault runs: 50 SIGKILLs of a lone node, 30 of a three-node cluster's nodes, under load
+	PARLEY_CRASH_ROUNDS=50 PARLEY_CHAOS_ROUNDS=30 $(GO) test -count=1 -timeout 30m -run 'TestCrash|TestChaos' -v .
 
 cluster: build ## a local three-node cluster on 127.0.0.1-3 in the foreground; Ctrl-C stops it
 	./scripts/cluster.sh

@@ -52,7 +52,8 @@ const crashSecret = "crash-test-secret-0123456789"
 
 func startProc(t *testing.T, bin, data, httpAddr, peer string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data", data, "--http", httpAddr, "--peer", peer, "--node", "n1", "--log-level", "warn")
+	cmd := exec.Command(bin, "serve", "--data", data, "--http", httpAddr, "--peer", peer, "--node", "n1", "--log-level", "warn",
+		"--gossip", gossipAddrFor(data))
 	cmd.Env = append(os.Environ(), "PARLEY_AUTH_SECRET="+crashSecret, "PARLEY_CLUSTER_SHARDS=8",
 		"PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=100ms", "PARLEY_CLUSTER_ELECTION_TIMEOUT=100ms",
 		"PARLEY_LIMITS_RATE=100000", "PARLEY_LIMITS_BURST=100000")
@@ -274,4 +275,21 @@ func fetchAll(t *testing.T, c *client.Client, ch string) []client.Message {
 		}
 		after = page.Messages[len(page.Messages)-1].Seq
 	}
+}
+
+func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// gossipAddrFor gives a lone test node a gossip port of its own, kept
+// across its restarts.
+var gossipAddrs sync.Map
+
+func gossipAddrFor(data string) string {
+	if a, ok := gossipAddrs.Load(data); ok {
+		return a.(string)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	gossipAddrs.Store(data, addr)
+	return addr
 }

@@ -60,7 +60,9 @@ func (s *Service) RunOutbox(ctx context.Context, interval time.Duration) {
 			if ctx.Err() != nil {
 				return
 			}
-			if s.r.IsLeader(shard) {
+			// The local copy says whether there is anything to do; only
+			// then is a linearized read worth its round trip.
+			if s.r.IsLeader(shard) && s.hasLocalOutbox(shard) {
 				s.drainOutbox(ctx, shard)
 			}
 		}
@@ -81,6 +83,14 @@ func (s *Service) drainOutbox(ctx context.Context, shard int) {
 			return
 		}
 	}
+}
+
+// hasLocalOutbox reports whether this node's copy of shard has pending
+// index updates.
+func (s *Service) hasLocalOutbox(shard int) bool {
+	rd := reader{k: s.keys[shard], r: s.db}
+	entries, err := rd.outbox(1)
+	return err == nil && len(entries) > 0
 }
 
 // PendingOutbox counts the index updates not yet cleared on shard (for tests

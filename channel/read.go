@@ -7,6 +7,9 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/parleychat/parley/cluster"
+	"github.com/parleychat/parley/store"
 )
 
 // reader reads one shard's committed state. Callers make the state current first.
@@ -164,4 +167,13 @@ func (rd reader) outbox(limit int) ([]IndexEntry, error) {
 		out = append(out, e)
 	}
 	return out, it.Error()
+}
+
+// LocalHistory reads all of channel ch's messages from this node's own copy
+// of its shard in st, without Raft: for audits and offline inspection of a
+// stopped node's data.
+func LocalHistory(st *store.Store, shards int, ch string) ([]Message, error) {
+	shard := cluster.ShardOf(ch, shards)
+	rd := reader{k: newKeys(shard), r: st.DB()}
+	return rd.history(ch, 0, 0, 1<<30)
 }

@@ -98,9 +98,11 @@ func (b *batcher) run(stop <-chan struct{}) {
 				break fill
 			}
 		}
-		cmds := make([][]byte, len(batch))
-		for i, p := range batch {
-			cmds[i] = p.cmd
+		cmds := make([][]byte, 0, len(batch))
+		for _, p := range batch {
+			if p.cmd != nil { // a nil command is a read barrier: the entry alone is the point
+				cmds = append(cmds, p.cmd)
+			}
 		}
 		f := b.raft.Apply(encodeEntry(cmds), b.timeout)
 		go b.wait(f, batch)
@@ -116,13 +118,23 @@ func (b *batcher) wait(f raft.ApplyFuture, batch []proposal) {
 		return
 	}
 	res, ok := f.Response().([]any)
-	if !ok || len(res) != len(batch) {
+	if !ok {
 		for _, p := range batch {
 			p.done <- outcome{err: fmt.Errorf("entry %d was not applied", f.Index())}
 		}
 		return
 	}
-	for i, p := range batch {
+	i := 0
+	for _, p := range batch {
+		if p.cmd == nil {
+			p.done <- outcome{}
+			continue
+		}
+		if i >= len(res) {
+			p.done <- outcome{err: fmt.Errorf("entry %d has %d results for more commands", f.Index(), len(res))}
+			continue
+		}
 		p.done <- outcome{val: res[i]}
+		i++
 	}
 }

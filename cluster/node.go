@@ -469,10 +469,13 @@ func (n *Node) Linearize(ctx context.Context, shard int) error {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 		case <-wait.C:
-			// The newest committed entry may be a no-op that never reaches
-			// the state machine; a barrier proves everything before it applied.
-			if err := g.raft.Barrier(5 * time.Second).Error(); err != nil {
-				return fmt.Errorf("%w: shard %d barrier: %v", ErrUnavailable, shard, err)
+			// The newest committed entry may be one that never reaches the
+			// state machine (the no-op of a new leader). An empty command
+			// does reach it: once applied, everything before it is. (raft's
+			// Barrier would not do: it is such an entry itself, and the next
+			// read would need another.)
+			if _, err := g.batch.propose(ctx, nil); err != nil {
+				return fmt.Errorf("%w: shard %d read barrier: %v", ErrUnavailable, shard, err)
 			}
 			return nil
 		}

@@ -103,8 +103,7 @@ func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	applied, _ := n.groups[shard].fsm.appliedIndex()
-	json.NewEncoder(w).Encode(map[string]uint64{"applied": applied})
+	json.NewEncoder(w).Encode(map[string]uint64{"applied": n.groups[shard].raft.AppliedIndex()})
 }
 
 func (n *Node) handleMsg(w http.ResponseWriter, r *http.Request) {

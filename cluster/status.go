@@ -15,6 +15,7 @@ type ShardStats struct {
 	State   string         `json:"state"`
 	Leader  string         `json:"leader"`
 	Term    uint64         `json:"term"`
+	Last    uint64         `json:"last_index"`
 	Commit  uint64         `json:"commit_index"`
 	Applied uint64         `json:"applied_index"`
 	Voters  []string       `json:"voters"`
@@ -29,9 +30,10 @@ func (n *Node) Stats(withLag bool) []ShardStats {
 	out := make([]ShardStats, len(n.groups))
 	for i, g := range n.groups {
 		_, leader := g.raft.LeaderWithID()
-		applied, _ := g.fsm.appliedIndex()
+		// raft's applied index counts no-op entries, which never reach the
+		// state machine, so it meets the commit index once all is applied.
 		st := ShardStats{Shard: g.shard, State: g.raft.State().String(), Leader: string(leader),
-			Term: g.raft.CurrentTerm(), Commit: g.raft.CommitIndex(), Applied: applied}
+			Term: g.raft.CurrentTerm(), Last: g.raft.LastIndex(), Commit: g.raft.CommitIndex(), Applied: g.raft.AppliedIndex()}
 		if lc := g.raft.LastContact(); !lc.IsZero() {
 			st.Contact = time.Since(lc).Milliseconds()
 		}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/channel"
+	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/internal/testutil"
+	"github.com/parleychat/parley/store"
+)
+
+// chaosNode is one node of the test cluster: its addresses and process.
+type chaosNode struct {
+	name, data, http, gossip, peer string
+	join                           []string
+	p                              *proc
+}
+
+func (n *chaosNode) start(t *testing.T, bin string) {
+	cmd := exec.Command(bin, "serve", "--node", n.name, "--data", n.data, "--http", n.http, "--gossip", n.gossip,
+		"--peer", n.peer, "--bootstrap-expect", "3", "--join", n.join[0]+","+n.join[1]+","+n.join[2], "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "PARLEY_AUTH_SECRET="+crashSecret, "PARLEY_CLUSTER_SHARDS=16",
+		"PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=300ms", "PARLEY_CLUSTER_ELECTION_TIMEOUT=300ms",
+		"PARLEY_LIMITS_RATE=100000", "PARLEY_LIMITS_BURST=100000")
+	logf, _ := os.OpenFile(n.data+".log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.p = &proc{cmd: cmd, http: n.http, done: make(chan error, 1)}
+	go func() { n.p.done <- cmd.Wait(); logf.Close() }()
+}
+
+func (n *chaosNode) stop(sig syscall.Signal) {
+	if n.p != nil {
+		n.p.cmd.Process.Signal(sig)
+		<-n.p.done
+		n.p = nil
+	}
+}
+
+// status fetches a node's /v1/status.
+func status(addr string) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+// leaderOfMost returns the index of the node leading the most shards.
+func leaderOfMost(nodes []*chaosNode) int {
+	st, err := status(nodes[0].http)
+	if err != nil {
+		return rand.IntN(len(nodes))
+	}
+	count := map[string]int{}
+	for _, s := range st["shards"].([]any) {
+		count[s.(map[string]any)["leader"].(string)]++
+	}
+	best := 0
+	for i, n := range nodes {
+		if count[n.name] > count[nodes[best].name] {
+			best = i
+		}
+	}
+	return best
+}
+
+// TestChaos runs three real nodes, sends through all of them with keys and
+// retries, and SIGKILLs a node (often the one leading most shards) every
+// few seconds, restarting it. At the end every node's own copy on disk must
+// hold every acknowledged message exactly once, with gap-free seqs.
+// PARLEY_CHAOS_ROUNDS sets the number of kills (make chaos runs 30).
+func TestChaos(t *testing.T) {
+	rounds := 4
+	if v, err := strconv.Atoi(os.Getenv("PARLEY_CHAOS_ROUNDS")); err == nil {
+		rounds = v
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	if d := os.Getenv("PARLEY_CHAOS_DUMP"); d != "" {
+		dir = d
+	}
+	var nodes []*chaosNode
+	for i := range 3 {
+		host := fmt.Sprintf("127.0.0.%d", i+1)
+		nodes = append(nodes, &chaosNode{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			http: freePortOn(t, host), gossip: freePortOn(t, host), peer: freePortOn(t, host)})
+	}
+	for _, n := range nodes {
+		n.join = []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}
+		n.start(t, bin)
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.stop(syscall.SIGKILL)
+		}
+	}()
+	waitReady := func(n *chaosNode) {
+		testutil.Eventually(t, 30*time.Second, func() error {
+			resp, err := http.Get("http://" + n.http + "/readyz")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("%s not ready", n.name)
+			}
+			return nil
+		})
+	}
+	for _, n := range nodes {
+		waitReady(n)
+	}
+
+	issuer := auth.NewIssuer([]byte(crashSecret), time.Hour)
+	ctx, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	const senders = 9
+	var (
+		mu       sync.Mutex
+		acks     []ack
+		lastOK   atomic.Int64
+		worstGap atomic.Int64
+		wg       sync.WaitGroup
+	)
+	lastOK.Store(time.Now().UnixNano())
+	for i := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, _, _ := issuer.Mint(fmt.Sprintf("u%d", i))
+			node := nodes[i%3]
+			c, err := client.Dial(context.Background(), "http://"+node.http, client.Options{Token: tok, Reconnect: true, NoSync: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			go func() {
+				for range c.Events() {
+				}
+			}()
+			for n := 0; ctx.Err() == nil; n++ {
+				a := client.SendArgs{Key: fmt.Sprintf("u%d-%d", i, n), Body: fmt.Sprintf("m %d from u%d", n, i),
+					To: fmt.Sprintf("u%d", (i+1+n%3)%senders)}
+				sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				s, err := sendUntil(sctx, ctx, c, a)
+				cancel()
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				if gap := now - lastOK.Swap(now); gap > worstGap.Load() {
+					worstGap.Store(gap)
+				}
+				mu.Lock()
+				acks = append(acks, ack{channel: s.Channel, key: a.Key, body: a.Body, seq: s.Seq})
+				mu.Unlock()
+			}
+		}()
+	}
+	for r := range rounds {
+		time.Sleep(time.Duration(1000+rand.IntN(1500)) * time.Millisecond)
+		victim := rand.IntN(3)
+		if r%2 == 0 {
+			victim = leaderOfMost(nodes)
+		}
+		nodes[victim].stop(syscall.SIGKILL)
+		t.Logf("round %d: killed %s with %d acknowledged so far", r+1, nodes[victim].name, countAcks(&mu, &acks))
+		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
+		nodes[victim].start(t, bin)
+		waitReady(nodes[victim])
+	}
+	time.Sleep(time.Second)
+	stopLoad()
+	wg.Wait()
+
+	// Let every replica catch up, then stop the nodes and read each one's
+	// own copy from its disk.
+	caughtUpStart := time.Now()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, n := range nodes {
+			st, err := status(n.http)
+			if err != nil {
+				return err
+			}
+			for _, s := range st["shards"].([]any) {
+				sh := s.(map[string]any)
+				if sh["commit_index"].(float64) != sh["applied_index"].(float64) {
+					return fmt.Errorf("%s shard %v not applied", n.name, sh["shard"])
+				}
+				lags, _ := sh["follower_lag"].(map[string]any) // only on the leader
+				for f, lag := range lags {
+					if lag.(float64) != 0 {
+						var views []string
+						for _, m := range nodes {
+							if st2, err := status(m.http); err == nil {
+								x := st2["shards"].([]any)[int(sh["shard"].(float64))].(map[string]any)
+								views = append(views, fmt.Sprintf("%s: state %v term %v last %v commit %v applied %v leader %v voters %v", m.name, x["state"], x["term"], x["last_index"], x["commit_index"], x["applied_index"], x["leader"], x["voters"]))
+							}
+						}
+						if os.Getenv("PARLEY_CHAOS_DUMP") != "" && time.Since(caughtUpStart) > 20*time.Second {
+							for _, m := range nodes {
+								m.p.cmd.Process.Signal(syscall.SIGQUIT)
+							}
+							time.Sleep(time.Second)
+							t.Fatalf("dumped goroutines into %s: shard %v: %v", dir, sh["shard"], views)
+						}
+						return fmt.Errorf("shard %v: %s lags %v: %v", sh["shard"], f, lag, views)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		n.stop(syscall.SIGTERM)
+	}
+	t.Logf("acked %d, longest time without a successful send %v", len(acks), time.Duration(worstGap.Load()).Round(time.Millisecond))
+	for _, n := range nodes {
+		auditDisk(t, n.name, n.data, acks)
+	}
+}
+
+func freePortOn(t *testing.T, host string) string {
+	ln, err := netListen(host + ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// auditDisk checks one stopped node's own copy of every channel.
+func auditDisk(t *testing.T, name, data string, acks []ack) {
+	st, err := store.Open(data, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	byChannel := map[string][]ack{}
+	for _, a := range acks {
+		byChannel[a.channel] = append(byChannel[a.channel], a)
+	}
+	var lost, dups, gaps, stored int
+	for ch, as := range byChannel {
+		history, err := channel.LocalHistory(st, 16, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored += len(history)
+		keys := map[string]bool{}
+		for i, m := range history {
+			if m.Seq != uint64(i+1) {
+				gaps++
+			}
+			if keys[m.From+"/"+m.Key] {
+				dups++
+			}
+			keys[m.From+"/"+m.Key] = true
+		}
+		for _, a := range as {
+			if a.seq < 1 || a.seq > uint64(len(history)) || history[a.seq-1].Key != a.key || history[a.seq-1].Body != a.body {
+				lost++
+			}
+		}
+	}
+	t.Logf("%s's disk: acked %d, stored %d, lost %d, duplicates %d, gaps %d", name, len(acks), stored, lost, dups, gaps)
+	if len(acks) == 0 || lost > 0 || dups > 0 || gaps > 0 {
+		t.Errorf("%s: lost, duplicated or missing messages", name)
+	}
+}
