@@ -65,11 +65,14 @@ func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*memb
 	m := &membership{log: log, self: self, nodes: map[string]*memberState{}}
 	mc := memberlist.DefaultLANConfig()
 	if c.Fast {
+		// Short, but not so short that a busy 2-core machine running the
+		// tests in parallel sees false failures (nodes would then disagree
+		// about who is present, and placement would churn).
 		mc = memberlist.DefaultLocalConfig()
-		mc.ProbeInterval = 100 * time.Millisecond
-		mc.ProbeTimeout = 50 * time.Millisecond
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 150 * time.Millisecond
 		mc.GossipInterval = 20 * time.Millisecond
-		mc.SuspicionMult = 2
+		mc.SuspicionMult = 4
 		mc.PushPullInterval = time.Second
 	}
 	mc.Name = c.Name

@@ -346,3 +346,42 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatalf("with the admin token: %d", code)
 	}
 }
+
+func TestForeignNodesAreRefused(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	// Another shard count: gossip refuses it, so it never joins or forms.
+	c := servertest.Config(t.TempDir())
+	c.Node, c.Cluster.Shards, c.BootstrapExpect = "odd", 16, 3
+	c.HTTP, c.Peer, c.Gossip = "127.0.0.9:0", "127.0.0.9:0", "127.0.0.9:0"
+	c.Join = []string{nodes[0].Node().GossipAddr()}
+	odd, err := server.Start(c, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer odd.Close()
+	// A node of another cluster: formed alone, then restarted to join ours.
+	sc := servertest.Config(t.TempDir())
+	sc.Node = "stranger"
+	sc.HTTP, sc.Peer, sc.Gossip = "127.0.0.10:0", "127.0.0.10:0", "127.0.0.10:0"
+	stranger := servertest.Start(t, sc)
+	stranger.Close()
+	sc.Join = []string{nodes[0].Node().GossipAddr()}
+	stranger, err = server.Start(sc, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	// Give gossip time to try (the point is that nothing happens).
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range nodes[0].Node().Members() {
+			if m.Name == "odd" || m.Name == "stranger" {
+				t.Fatalf("a foreign node is a member: %+v", m)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if odd.Node().Ready() == nil {
+		t.Fatal("the node with another shard count says it is ready")
+	}
+}
