@@ -63,7 +63,7 @@ func (c *Client) retry(ctx context.Context, f func() error) error {
 			return ErrClosed
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
+		backoff = min(2*backoff, 250*time.Millisecond) // a failover takes 1-3 s: retry often enough to notice it ended
 	}
 }
 

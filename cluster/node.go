@@ -63,10 +63,10 @@ func DefaultConfig() Config {
 		Grace:            30 * time.Second,
 		BootstrapExpect:  1,
 		GossipAddr:       "127.0.0.1:0",
-		HeartbeatTimeout: 1500 * time.Millisecond,
-		ElectionTimeout:  1500 * time.Millisecond,
+		HeartbeatTimeout: time.Second,
+		ElectionTimeout:  time.Second,
 		CommitTimeout:    time.Second,
-		LeaderLease:      750 * time.Millisecond,
+		LeaderLease:      500 * time.Millisecond,
 		MaxBatch:         512,
 		Inflight:         4,
 	}
