@@ -21,7 +21,10 @@ import (
 )
 
 func TestClusterFormsAndServesFromAnyNode(t *testing.T) {
-	nodes := servertest.Cluster(t, 3, nil)
+	// With gossip encryption on, as documented.
+	nodes := servertest.Cluster(t, 3, func(i int, c *config.Config) {
+		c.Cluster.GossipKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes
+	})
 	ctx := context.Background()
 	// Every shard has 3 voters and one leader, and all nodes agree.
 	testutil.Eventually(t, 10*time.Second, func() error {
