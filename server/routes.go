@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/parleychat/parley/web"
 )
 
 func (s *Server) routes() http.Handler {
@@ -17,10 +19,12 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/status", s.statusJSON)
-	mux.Handle("/debug/pprof/", s.adminOnly(http.HandlerFunc(pprof.Index)))
-	mux.Handle("/debug/pprof/profile", s.adminOnly(http.HandlerFunc(pprof.Profile)))
-	mux.Handle("/debug/pprof/trace", s.adminOnly(http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET /debug/pprof/", s.adminOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", s.adminOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", s.adminOnly(http.HandlerFunc(pprof.Trace)))
 	s.Hub.Routes(mux)
+	mux.Handle("GET /status", s.adminOnly(web.StatusPage()))
+	mux.Handle("GET /", web.Handler())
 	return mux
 }
 
