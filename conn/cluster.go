@@ -46,6 +46,7 @@ type directoryMsg struct {
 type delivery struct {
 	Users []string        `json:"u"`
 	Frame json.RawMessage `json:"f"`
+	Ts    int64           `json:"t,omitempty"` // a message's commit time
 }
 
 // directory is what this node knows of the others' online users.
@@ -151,12 +152,12 @@ func (h *Hub) AttachCluster(c Cluster) {
 func (h *Hub) leads(shard int) bool { return h.cluster == nil || h.cluster.IsLeader(shard) }
 
 // forward sends frame to the sessions of users on other nodes, once per node.
-func (h *Hub) forward(users []string, frame []byte) {
+func (h *Hub) forward(users []string, frame []byte, ts int64) {
 	if h.cluster == nil {
 		return
 	}
 	for node, us := range h.dir.nodesOf(users) {
-		body, _ := json.Marshal([]delivery{{Users: us, Frame: frame}})
+		body, _ := json.Marshal([]delivery{{Users: us, Frame: frame, Ts: ts}})
 		h.sendPeer(node, body)
 	}
 }
@@ -202,7 +203,7 @@ func (h *Hub) onDeliver(_ string, body []byte) ([]byte, error) {
 		return nil, err
 	}
 	for _, d := range ds {
-		h.deliverLocal(d.Users, d.Frame, "")
+		h.deliverLocal(d.Users, d.Frame, "", d.Ts)
 	}
 	return nil, nil
 }

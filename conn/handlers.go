@@ -33,7 +33,15 @@ func (s *Session) serve(ctx context.Context, f *Frame) (any, error) {
 	case "hello":
 		return nil, badRequest("already said hello")
 	case "send":
+		start := time.Now()
 		sent, err := svc.Send(ctx, channel.SendRequest{From: user, To: f.To, Channel: f.Channel, Body: f.Body, Key: f.Key})
+		result := "sent"
+		if err != nil {
+			result = channel.Code(err)
+		} else if sent.Duplicate {
+			result = "duplicate"
+		}
+		s.hub.metrics.send(result, time.Since(start))
 		if err != nil {
 			return nil, err
 		}

@@ -66,7 +66,8 @@ type Hub struct {
 	events  chan []channel.Event // committed events, in commit order per shard
 	members *memberCache         // owned by the dispatcher goroutine
 
-	cluster Cluster // nil for a hub on its own (tests of a lone node)
+	metrics *Metrics // nil: no metrics
+	cluster Cluster  // nil for a hub on its own (tests of a lone node)
 	dir     directory
 
 	linksMu sync.Mutex // guards links
@@ -135,7 +136,7 @@ func (h *Hub) deliverEvent(ev channel.Event) {
 	switch {
 	case ev.Message != nil:
 		members := h.members.get(ev.Message.Channel)
-		h.deliver(members, encode(newMessageFrame(ev.Message)))
+		h.deliverAt(members, encode(newMessageFrame(ev.Message)), ev.Message.Ts)
 	case ev.Members != nil:
 		m := ev.Members
 		h.members.change(m.Channel, m.Added, m.Removed)
@@ -151,9 +152,12 @@ func (h *Hub) deliverEvent(ev channel.Event) {
 }
 
 // deliver writes frame to the sessions of users here and on other nodes.
-func (h *Hub) deliver(users []string, frame []byte) {
-	h.deliverLocal(users, frame, "")
-	h.forward(users, frame)
+func (h *Hub) deliver(users []string, frame []byte) { h.deliverAt(users, frame, 0) }
+
+// deliverAt is deliver for a message committed at ts (ms), for the latency metric.
+func (h *Hub) deliverAt(users []string, frame []byte, ts int64) {
+	h.deliverLocal(users, frame, "", ts)
+	h.forward(users, frame, ts)
 }
 
 func orEmpty(s []string) []string {
@@ -165,7 +169,7 @@ func orEmpty(s []string) []string {
 
 // deliverLocal queues frame on every local session of users, except those
 // of the user skip. It never blocks: a full queue closes that session.
-func (h *Hub) deliverLocal(users []string, frame []byte, skip string) {
+func (h *Hub) deliverLocal(users []string, frame []byte, skip string, ts int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, u := range users {
@@ -174,11 +178,14 @@ func (h *Hub) deliverLocal(users []string, frame []byte, skip string) {
 		}
 		if us := h.users[u]; us != nil {
 			for s := range us.sessions {
-				s.enqueue(frame)
+				s.enqueueAt(frame, ts)
 			}
 		}
 	}
 }
+
+// SetMetrics makes the hub report to m.
+func (h *Hub) SetMetrics(m *Metrics) { h.metrics = m }
 
 // register adds a session after its hello; false when the user holds too
 // many sessions already or the hub is closing.

@@ -30,9 +30,9 @@ type Session struct {
 	ws      *websocket.Conn
 	limiter *rate.Limiter // shared by the user's sessions; set by register
 
-	out      chan []byte  // frames to write, bounded
-	reqs     chan *Frame  // requests to handle in order, bounded
-	lastSeen atomic.Int64 // unix ns of the last frame or pong received
+	out      chan outFrame // frames to write, bounded
+	reqs     chan *Frame   // requests to handle in order, bounded
+	lastSeen atomic.Int64  // unix ns of the last frame or pong received
 
 	// watching is the users whose presence this session asked for; guarded
 	// by hub.mu.
@@ -70,7 +70,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s = &Session{id: newSessionID(), user: user, hub: h, ws: ws, ctx: ctx, cancel: cancel,
-		out: make(chan []byte, h.opt.SendQueue), reqs: make(chan *Frame, 64), watching: map[string]struct{}{}}
+		out: make(chan outFrame, h.opt.SendQueue), reqs: make(chan *Frame, 64), watching: map[string]struct{}{}}
 	s.lastSeen.Store(time.Now().UnixNano())
 	if !h.register(s) {
 		cancel()
@@ -185,13 +185,14 @@ func (s *Session) writeLoop() {
 		select {
 		case f := <-s.out:
 			ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.WriteTimeout)
-			err := s.ws.Write(ctx, websocket.MessageText, f)
+			err := s.ws.Write(ctx, websocket.MessageText, f.b)
 			cancel()
 			if err != nil {
 				s.ws.CloseNow()
 				return
 			}
 			s.hub.delivered.Add(1)
+			s.hub.metrics.delivered(f.ts)
 		case <-ping.C:
 			idle := time.Since(time.Unix(0, s.lastSeen.Load()))
 			if idle > s.hub.opt.IdleTimeout {
@@ -211,11 +212,19 @@ func (s *Session) writeLoop() {
 	}
 }
 
+// outFrame is a frame to write; ts, for a message, is its commit time.
+type outFrame struct {
+	b  []byte
+	ts int64
+}
+
 // enqueue queues a frame without blocking; a session whose queue is full
 // has fallen behind and is closed, so it never slows anyone else.
-func (s *Session) enqueue(frame []byte) {
+func (s *Session) enqueue(frame []byte) { s.enqueueAt(frame, 0) }
+
+func (s *Session) enqueueAt(frame []byte, ts int64) {
 	select {
-	case s.out <- frame:
+	case s.out <- outFrame{frame, ts}:
 	default:
 		if s.closeWith(CloseSlowConsumer, "too slow: reconnect and sync with history") {
 			s.hub.slowCloses.Add(1)

@@ -9,6 +9,8 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/parleychat/parley/web"
 )
 
@@ -19,6 +21,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/status", s.statusJSON)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.Handle("GET /debug/pprof/", s.adminOnly(http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", s.adminOnly(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("GET /debug/pprof/trace", s.adminOnly(http.HandlerFunc(pprof.Trace)))
@@ -55,6 +58,7 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		"members":  s.node.Members(),
 		"shards":   s.node.Stats(r.URL.Query().Get("lag") != "0"),
 		"sessions": s.Hub.Stats(),
+		"traffic":  s.traffic(),
 	}
 	if u := r.URL.Query().Get("user"); u != "" {
 		out["user_sessions"] = map[string]any{u: s.Hub.SessionsOf(u)}

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/channel"
 	"github.com/parleychat/parley/cluster"
@@ -32,13 +34,14 @@ type Server struct {
 	log     *slog.Logger
 	started time.Time
 
-	store   *store.Store
-	node    *cluster.Node
-	Service *channel.Service
-	Hub     *conn.Hub
-	hub     atomic.Pointer[conn.Hub] // set once the hub exists; commits before that are replays
-	nodeID  string
-	secret  []byte
+	store    *store.Store
+	node     *cluster.Node
+	Service  *channel.Service
+	Hub      *conn.Hub
+	registry *prometheus.Registry
+	hub      atomic.Pointer[conn.Hub] // set once the hub exists; commits before that are replays
+	nodeID   string
+	secret   []byte
 
 	http   *http.Server
 	httpLn net.Listener
@@ -89,6 +92,8 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	s.Hub = conn.NewHub(s.Service, auth.NewIssuer(s.secret, cfg.Auth.TokenTTL.Duration), hubOptions(cfg, s.nodeID),
 		log.With("sys", "conn"))
 	s.Hub.AttachCluster(s.node)
+	s.registry = newRegistry(s)
+	s.Hub.SetMetrics(conn.NewMetrics(s.registry))
 	s.hub.Store(s.Hub)
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop

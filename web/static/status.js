@@ -1,4 +1,6 @@
 "use strict";
+let previous = null; // the last sample, for rates
+function fmtLatency(p) { return p ? `p50 ${p.p50} ms, p90 ${p.p90} ms, p99 ${p.p99} ms` : "none yet"; }
 function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.append(td); }
 async function refresh() {
   try {
@@ -10,6 +12,17 @@ async function refresh() {
     const s = st.sessions;
     document.getElementById("sessions").textContent =
       `${s.sessions} sessions of ${s.users} users · frames delivered ${s.frames_delivered} · slow-consumer closes ${s.slow_consumer_closes} · idle closes ${s.idle_closes} · rate-limited ${s.rate_limited}`;
+    const t = st.traffic, now = Date.now();
+    const sent = (t.sends_by_result.sent || 0) + (t.sends_by_result.duplicate || 0);
+    let rates = "";
+    if (previous) {
+      const dt = (now - previous.at) / 1000;
+      rates = ` · ${((sent - previous.sent) / dt).toFixed(1)} sends/s, ${((t.deliveries - previous.deliveries) / dt).toFixed(1)} deliveries/s`;
+    }
+    previous = { at: now, sent, deliveries: t.deliveries };
+    const errors = Object.entries(t.sends_by_result).filter(([k]) => k !== "sent" && k !== "duplicate").map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+    document.getElementById("traffic").textContent =
+      `${sent} sends, ${t.deliveries} deliveries${rates} · ack ${fmtLatency(t.ack_latency_ms)} · delivery ${fmtLatency(t.delivery_latency_ms)} · errors by code: ${errors}`;
     const mb = document.querySelector("#members tbody");
     mb.replaceChildren();
     for (const m of st.members) {
