@@ -41,6 +41,7 @@ commands:
   serve     run a node (with no flags: a single node on http://127.0.0.1:8080)
   chat      chat from the command line (parley chat --user alice --register)
   token     print a token for a user, signed with the node's secret
+  bench     load a node or cluster and report latency and throughput
   version   print the version
 
 Run "parley <command> -h" for a command's flags.
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "token":
 		return tokenCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "chat":
 		return chatCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -54,7 +55,7 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		ready = err.Error()
 	}
 	out := map[string]any{
-		"node":     map[string]any{"name": s.nodeID, "version": Version, "uptime_s": int(time.Since(s.started).Seconds()), "http": s.HTTPAddr(), "peer": s.node.PeerAddr(), "gossip": s.node.GossipAddr(), "data": s.cfg.Data, "data_bytes": s.store.DiskUsage(), "ready": ready},
+		"node":     map[string]any{"name": s.nodeID, "version": Version, "uptime_s": int(time.Since(s.started).Seconds()), "http": s.HTTPAddr(), "peer": s.node.PeerAddr(), "gossip": s.node.GossipAddr(), "data": s.cfg.Data, "data_bytes": s.store.DiskUsage(), "ready": ready, "rss_bytes": rssBytes()},
 		"members":  s.node.Members(),
 		"shards":   s.node.Stats(r.URL.Query().Get("lag") != "0"),
 		"sessions": s.Hub.Stats(),
@@ -67,6 +68,17 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(out)
+}
+
+// rssBytes is the process's resident memory, 0 where /proc is missing.
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, resident int64
+	fmt.Sscan(string(b), &size, &resident)
+	return resident * int64(os.Getpagesize())
 }
 
 // adminOnly guards h like the status page.

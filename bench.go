@@ -1,0 +1,532 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/config"
+	"github.com/parleychat/parley/server"
+)
+
+const benchUsage = `usage: parley bench [flags] MODE
+
+Load for a parley node or cluster, on the Go client.
+MODE is one of:
+  dm          open-loop direct messages at --rate among --users connected users;
+              latency counts from each send's scheduled time (no coordinated omission)
+  throughput  --senders concurrent closed-loop senders, as fast as acks come back
+  group       one message per 1/--rate seconds to a group of --members, all connected;
+              reports when the median and the last member got each message
+  conns       open and hold --conns idle sessions; reports server memory per session
+
+Tokens are minted with the cluster's auth.secret (--secret, PARLEY_AUTH_SECRET,
+or the secret a single node keeps in --data).
+
+examples:
+  parley bench --rate 2000 --users 1000 --duration 20s dm
+  parley bench --servers http://127.0.0.1:8080,http://127.0.0.2:8080 --senders 64 throughput
+  parley bench --members 5000 --rate 1 group
+`
+
+type benchOpts struct {
+	servers  []string
+	secret   []byte
+	users    int
+	rate     float64
+	duration time.Duration
+	senders  int
+	members  int
+	conns    int
+	json     bool
+	out      io.Writer
+}
+
+// benchResult is what a run prints at the end (and with --json).
+type benchResult struct {
+	Mode       string         `json:"mode"`
+	Offered    float64        `json:"offered_per_s,omitempty"`
+	Achieved   float64        `json:"achieved_per_s"`
+	Sent       int64          `json:"acked"`
+	Errors     map[string]int `json:"errors_by_code"`
+	Ack        *latency       `json:"ack_ms,omitempty"`
+	Delivery   *latency       `json:"delivery_ms,omitempty"`
+	LastMember *latency       `json:"last_member_ms,omitempty"`
+	Median     *latency       `json:"median_member_ms,omitempty"`
+	Sessions   int            `json:"sessions,omitempty"`
+	PerSession float64        `json:"server_bytes_per_session,omitempty"`
+}
+
+type latency struct {
+	N                        int
+	P50, P90, P99, P999, Max float64 // ms
+}
+
+// summarize computes exact percentiles of samples (in ms).
+func summarize(samples []float64) *latency {
+	if len(samples) == 0 {
+		return nil
+	}
+	slices.Sort(samples)
+	at := func(q float64) float64 {
+		i := int(q * float64(len(samples)-1))
+		return float64(int(samples[i]*100)) / 100
+	}
+	return &latency{N: len(samples), P50: at(.5), P90: at(.9), P99: at(.99), P999: at(.999), Max: at(1)}
+}
+
+func (l *latency) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]float64{"n": float64(l.N), "p50": l.P50, "p90": l.P90, "p99": l.P99, "p99.9": l.P999, "max": l.Max})
+}
+
+func (l *latency) String() string {
+	if l == nil {
+		return "no samples"
+	}
+	return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms  (n=%d)", l.P50, l.P90, l.P99, l.P999, l.Max, l.N)
+}
+
+// recorder collects latency samples and error codes from many goroutines.
+type recorder struct {
+	mu     sync.Mutex
+	ack    []float64
+	deliv  []float64
+	errors map[string]int
+	acked  atomic.Int64
+	got    atomic.Int64
+}
+
+func newRecorder() *recorder { return &recorder{errors: map[string]int{}} }
+
+func (r *recorder) ackAt(d time.Duration) {
+	r.acked.Add(1)
+	r.mu.Lock()
+	r.ack = append(r.ack, float64(d.Microseconds())/1000)
+	r.mu.Unlock()
+}
+
+func (r *recorder) deliveredAt(d time.Duration) {
+	r.got.Add(1)
+	r.mu.Lock()
+	r.deliv = append(r.deliv, float64(d.Microseconds())/1000)
+	r.mu.Unlock()
+}
+
+func (r *recorder) fail(err error) {
+	code := "network"
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		code = ce.Code
+	} else if errors.Is(err, context.DeadlineExceeded) {
+		code = "timeout"
+	}
+	r.mu.Lock()
+	r.errors[code]++
+	r.mu.Unlock()
+}
+
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	servers := fs.String("servers", "http://127.0.0.1:8080", "comma-separated node URLs; users are spread over them")
+	secret := fs.String("secret", "", "the cluster's auth.secret (default $PARLEY_AUTH_SECRET, else the one in --data)")
+	data := fs.String("data", "./parley-data", "a single node's data directory, for its generated secret")
+	o := benchOpts{out: stdout}
+	fs.IntVar(&o.users, "users", 1000, "connected users (dm)")
+	fs.Float64Var(&o.rate, "rate", 2000, "offered messages per second (dm, group)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long to send")
+	fs.IntVar(&o.senders, "senders", 64, "concurrent senders (throughput)")
+	fs.IntVar(&o.members, "members", 1000, "group members, all connected (group)")
+	fs.IntVar(&o.conns, "conns", 1000, "idle sessions to hold (conns)")
+	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage+"\nflags:\n"); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("bench: give one mode")
+	}
+	o.servers = strings.Split(*servers, ",")
+	switch {
+	case *secret != "":
+		o.secret = []byte(*secret)
+	case os.Getenv("PARLEY_AUTH_SECRET") != "":
+		o.secret = []byte(os.Getenv("PARLEY_AUTH_SECRET"))
+	default:
+		cfg := config.Default()
+		cfg.Data = *data
+		s, err := server.ResolveSecret(cfg)
+		if err != nil {
+			return fmt.Errorf("bench: no secret: %w", err)
+		}
+		o.secret = s
+	}
+	var res benchResult
+	var err error
+	switch mode := fs.Arg(0); mode {
+	case "dm":
+		res, err = benchDM(ctx, o)
+	case "throughput":
+		res, err = benchThroughput(ctx, o)
+	case "group":
+		res, err = benchGroup(ctx, o)
+	case "conns":
+		res, err = benchConns(ctx, o)
+	default:
+		return fmt.Errorf("bench: unknown mode %q", mode)
+	}
+	if err != nil {
+		return err
+	}
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printResult(stdout, res)
+	return nil
+}
+
+func printResult(w io.Writer, r benchResult) {
+	fmt.Fprintf(w, "\n%s:", r.Mode)
+	if r.Offered > 0 {
+		fmt.Fprintf(w, " offered %.0f/s,", r.Offered)
+	}
+	fmt.Fprintf(w, " achieved %.0f/s, acked %d\n", r.Achieved, r.Sent)
+	if r.Ack != nil {
+		fmt.Fprintf(w, "  ack (send -> sent):          %s\n", r.Ack)
+	}
+	if r.Delivery != nil {
+		fmt.Fprintf(w, "  delivery (send -> message):  %s\n", r.Delivery)
+	}
+	if r.Median != nil {
+		fmt.Fprintf(w, "  median member:               %s\n", r.Median)
+		fmt.Fprintf(w, "  last member:                 %s\n", r.LastMember)
+	}
+	if r.Sessions > 0 {
+		fmt.Fprintf(w, "  sessions held: %d, server memory per session: %.1f KiB\n", r.Sessions, r.PerSession/1024)
+	}
+	fmt.Fprintf(w, "  errors by code: %v\n", r.Errors)
+}
+
+// connectUsers dials one client per user, spread over the servers, with a
+// few dials at a time. onEvent receives every pushed message.
+func connectUsers(ctx context.Context, o benchOpts, users []string, onEvent func(user string, ev client.Event)) ([]*client.Client, error) {
+	issuer := auth.NewIssuer(o.secret, 24*time.Hour)
+	clients := make([]*client.Client, len(users))
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	for i, u := range users {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			tok, _, _ := issuer.Mint(u)
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			c, err := client.Dial(dctx, o.servers[i%len(o.servers)], client.Options{Token: tok, NoSync: true, EventBuffer: 4096})
+			if err != nil {
+				firstErr.CompareAndSwap(nil, &err)
+				return
+			}
+			clients[i] = c
+			go func() {
+				for ev := range c.Events() {
+					if ev.Type == "message" && onEvent != nil {
+						onEvent(u, ev)
+					}
+				}
+			}()
+		}()
+	}
+	wg.Wait()
+	if e := firstErr.Load(); e != nil {
+		closeAll(clients)
+		return nil, fmt.Errorf("bench: connect: %w", *e)
+	}
+	return clients, nil
+}
+
+func closeAll(cs []*client.Client) {
+	for _, c := range cs {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// progress prints a line a second until stop closes.
+func progress(o benchOpts, rec *recorder, stop <-chan struct{}) {
+	if o.json {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	start := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			fmt.Fprintf(o.out, "%5.0fs  acked %d  delivered %d\n", time.Since(start).Seconds(), rec.acked.Load(), rec.got.Load())
+		}
+	}
+}
+
+func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
+	users := make([]string, o.users)
+	for i := range users {
+		users[i] = fmt.Sprintf("bench%d", i)
+	}
+	rec := newRecorder()
+	var scheduled sync.Map // key -> scheduled time
+	clients, err := connectUsers(ctx, o, users, func(user string, ev client.Event) {
+		if t, ok := scheduled.Load(ev.Key); ok && ev.From != user {
+			rec.deliveredAt(time.Since(t.(time.Time)))
+		}
+	})
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer closeAll(clients)
+	stop := make(chan struct{})
+	go progress(o, rec, stop)
+	start := time.Now()
+	n := int(o.rate * o.duration.Seconds())
+	var wg sync.WaitGroup
+	run := fmt.Sprintf("%x", rand.Uint32())
+	for i := range n {
+		at := start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d) // the schedule, not the acks, sets the pace: open loop
+		}
+		from := rand.IntN(len(users))
+		to := (from + 1 + rand.IntN(len(users)-1)) % len(users)
+		key := fmt.Sprintf("%s-%d", run, i)
+		scheduled.Store(key, at)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if _, err := clients[from].Send(sctx, client.SendArgs{To: users[to], Body: "benchmark message " + key, Key: key}); err != nil {
+				rec.fail(err)
+				return
+			}
+			rec.ackAt(time.Since(at))
+		}()
+	}
+	wg.Wait()
+	waitFor(func() bool { return rec.got.Load() >= rec.acked.Load() }, 5*time.Second)
+	close(stop)
+	elapsed := time.Since(start)
+	return benchResult{Mode: "dm", Offered: o.rate, Achieved: float64(rec.acked.Load()) / elapsed.Seconds(),
+		Sent: rec.acked.Load(), Errors: rec.errors, Ack: summarize(rec.ack), Delivery: summarize(rec.deliv)}, nil
+}
+
+func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
+	users := make([]string, o.senders)
+	for i := range users {
+		users[i] = fmt.Sprintf("tp%d", i)
+	}
+	rec := newRecorder()
+	clients, err := connectUsers(ctx, o, users, nil)
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer closeAll(clients)
+	stop := make(chan struct{})
+	go progress(o, rec, stop)
+	start := time.Now()
+	deadline := start.Add(o.duration)
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; time.Now().Before(deadline); n++ {
+				t0 := time.Now()
+				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				_, err := c.Send(sctx, client.SendArgs{To: users[(i+1)%len(users)], Body: "throughput"})
+				cancel()
+				if err != nil {
+					rec.fail(err)
+					continue
+				}
+				rec.ackAt(time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	elapsed := time.Since(start)
+	return benchResult{Mode: "throughput", Achieved: float64(rec.acked.Load()) / elapsed.Seconds(),
+		Sent: rec.acked.Load(), Errors: rec.errors, Ack: summarize(rec.ack)}, nil
+}
+
+func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
+	users := make([]string, o.members)
+	for i := range users {
+		users[i] = fmt.Sprintf("gm%d", i)
+	}
+	rec := newRecorder()
+	var mu sync.Mutex
+	arrivals := map[string][]float64{} // key -> delivery latencies (ms)
+	var scheduled sync.Map
+	clients, err := connectUsers(ctx, o, users, func(user string, ev client.Event) {
+		if t, ok := scheduled.Load(ev.Key); ok {
+			d := float64(time.Since(t.(time.Time)).Microseconds()) / 1000
+			mu.Lock()
+			arrivals[ev.Key] = append(arrivals[ev.Key], d)
+			mu.Unlock()
+			rec.got.Add(1)
+		}
+	})
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer closeAll(clients)
+	gctx, cancel := context.WithTimeout(ctx, time.Minute)
+	g, err := clients[0].CreateGroup(gctx, "bench", users[1:])
+	cancel()
+	if err != nil {
+		return benchResult{}, fmt.Errorf("bench: create group: %w", err)
+	}
+	stop := make(chan struct{})
+	go progress(o, rec, stop)
+	start := time.Now()
+	n := max(1, int(o.rate*o.duration.Seconds()))
+	var keys []string
+	for i := range n {
+		at := start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
+		time.Sleep(time.Until(at))
+		key := fmt.Sprintf("g%x-%d", rand.Uint32(), i)
+		keys = append(keys, key)
+		scheduled.Store(key, at)
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if _, err := clients[i%len(clients)].Send(sctx, client.SendArgs{Channel: g.Channel, Body: "to everyone", Key: key}); err != nil {
+			rec.fail(err)
+		} else {
+			rec.ackAt(time.Since(at))
+		}
+		cancel()
+	}
+	waitFor(func() bool { return rec.got.Load() >= rec.acked.Load()*int64(len(users)) }, 10*time.Second)
+	close(stop)
+	var last, median []float64
+	mu.Lock()
+	for _, k := range keys {
+		a := arrivals[k]
+		if len(a) < len(users) {
+			rec.errors["not_delivered_to_all"]++
+			continue
+		}
+		slices.Sort(a)
+		last = append(last, a[len(a)-1])
+		median = append(median, a[len(a)/2])
+	}
+	mu.Unlock()
+	return benchResult{Mode: "group", Offered: o.rate, Achieved: float64(rec.acked.Load()) / time.Since(start).Seconds(),
+		Sent: rec.acked.Load(), Errors: rec.errors, Ack: summarize(rec.ack), LastMember: summarize(last), Median: summarize(median)}, nil
+}
+
+// benchConns holds idle sessions, dialled from several 127.0.0.x source
+// addresses, and reads the server's memory before and after.
+func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
+	before, err := serverMemory(o.servers[0])
+	if err != nil {
+		return benchResult{}, err
+	}
+	issuer := auth.NewIssuer(o.secret, 24*time.Hour)
+	var conns []*websocket.Conn
+	defer func() {
+		for _, c := range conns {
+			c.CloseNow()
+		}
+	}()
+	rec := newRecorder()
+	for i := range o.conns {
+		tok, _, _ := issuer.Mint(fmt.Sprintf("idle%d", i))
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%250))}
+		hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext}}
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, _, err := websocket.Dial(dctx, client.WSURL(o.servers[i%len(o.servers)]), &websocket.DialOptions{HTTPClient: hc})
+		if err == nil {
+			hello, _ := json.Marshal(map[string]string{"type": "hello", "token": tok})
+			err = c.Write(dctx, websocket.MessageText, hello)
+			if err == nil {
+				_, _, err = c.Read(dctx)
+			}
+		}
+		cancel()
+		if err != nil {
+			rec.fail(err)
+			break
+		}
+		conns = append(conns, c)
+		go func() { // answer pings so the server keeps the session
+			for {
+				if _, _, err := c.Read(context.Background()); err != nil {
+					return
+				}
+			}
+		}()
+		if !o.json && (i+1)%1000 == 0 {
+			fmt.Fprintf(o.out, "%d sessions\n", i+1)
+		}
+	}
+	time.Sleep(2 * time.Second) // let the server settle before measuring
+	after, err := serverMemory(o.servers[0])
+	if err != nil {
+		return benchResult{}, err
+	}
+	per := 0.0
+	if len(conns) > 0 {
+		per = float64(after-before) / float64(len(conns))
+	}
+	return benchResult{Mode: "conns", Sessions: len(conns), PerSession: per, Errors: rec.errors}, nil
+}
+
+// serverMemory reads a node's resident memory from /v1/status.
+func serverMemory(base string) (int64, error) {
+	resp, err := http.Get(client.HTTPBase(base) + "/v1/status?lag=0")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Node struct {
+			RSS int64 `json:"rss_bytes"`
+		} `json:"node"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Node.RSS == 0 {
+		return 0, fmt.Errorf("bench: no rss_bytes in %s/v1/status (from loopback): %v", base, err)
+	}
+	return st.Node.RSS, nil
+}
+
+func waitFor(cond func() bool, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
