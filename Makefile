@@ -4,7 +4,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/parleychat/parley/server.Version=$(VERSION)
 
-.PHONY: build run test test-short lint fmt bench chaos cluster clean
+.PHONY: build run test lint fmt bench bench-node chaos cluster clean
 
 build: ## the parley binary in ./bin
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/parley .
@@ -24,7 +24,10 @@ lint: ## gofmt, go vet, staticcheck
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-bench: ## throughput of one node with batching on and off (go test -bench)
+bench: build ## the load suite against a local three-node cluster; writes BENCHMARKS.md (about 4 minutes)
+	./scripts/bench.sh
+
+bench-node: ## sends per second through one node with batching on and off (go test -bench)
 	$(GO) test -run '^$$' -bench . -benchtime 5s ./channel/
 
 chaos: build ## long fault runs: 50 SIGKILLs of a lone node, 30 of a three-node cluster's nodes, under load
@@ -34,4 +37,4 @@ cluster: build ## a local three-node cluster on 127.0.0.1-3 in the foreground; C
 	./scripts/cluster.sh
 
 clean:
-	rm -rf bin parley-data cluster-data
+	rm -rf bin parley-data cluster-data bench-results

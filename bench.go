@@ -29,8 +29,9 @@ const benchUsage = `usage: parley bench [flags] MODE
 
 Load for a parley node or cluster, on the Go client.
 MODE is one of:
-  dm          open-loop direct messages at --rate among --users connected users;
-              latency counts from each send's scheduled time (no coordinated omission)
+  dm          open-loop direct messages at --rate among --users connected users, in
+              fixed pairs; latency counts from each send's scheduled time (no
+              coordinated omission)
   throughput  --senders concurrent closed-loop senders, as fast as acks come back
   group       one message per 1/--rate seconds to a group of --members, all connected;
               reports when the median and the last member got each message
@@ -319,8 +320,10 @@ func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
 		if d := time.Until(at); d > 0 {
 			time.Sleep(d) // the schedule, not the acks, sets the pace: open loop
 		}
-		from := rand.IntN(len(users))
-		to := (from + 1 + rand.IntN(len(users)-1)) % len(users)
+		// Conversations are fixed pairs (2k, 2k+1), as in a real chat
+		// where people keep talking to the same few others.
+		from := rand.IntN(len(users) / 2 * 2)
+		to := from ^ 1
 		key := fmt.Sprintf("%s-%d", run, i)
 		scheduled.Store(key, at)
 		wg.Add(1)

@@ -31,9 +31,9 @@ const (
 	kindDirectory = "directory"
 	// directoryRefresh is how often each node sends its full user list.
 	directoryRefresh = 5 * time.Second
-	// peerQueue bounds the batches waiting for one peer; past it pushes to
-	// that peer are dropped (clients fill gaps from history).
-	peerQueue = 1024
+	// peerQueue bounds the deliveries waiting for one peer; past it pushes
+	// to that peer are dropped (clients fill gaps from history).
+	peerQueue = 16384
 )
 
 type directoryMsg struct {
@@ -125,10 +125,14 @@ func (d *directory) online(user string) bool {
 	return false
 }
 
-// peerLink sends batches to one node in order.
+// peerLink sends deliveries to one node in order, as many per RPC as have
+// queued up while the previous one was in flight.
 type peerLink struct {
-	q chan []byte
+	q chan delivery
 }
+
+// maxPeerBatch bounds the deliveries in one RPC.
+const maxPeerBatch = 512
 
 // AttachCluster connects the hub to the other nodes; without it the hub
 // serves a lone node.
@@ -157,16 +161,15 @@ func (h *Hub) forward(users []string, frame []byte, ts int64) {
 		return
 	}
 	for node, us := range h.dir.nodesOf(users) {
-		body, _ := json.Marshal([]delivery{{Users: us, Frame: frame, Ts: ts}})
-		h.sendPeer(node, body)
+		h.sendPeer(node, delivery{Users: us, Frame: frame, Ts: ts})
 	}
 }
 
-func (h *Hub) sendPeer(node string, body []byte) {
+func (h *Hub) sendPeer(node string, d delivery) {
 	h.linksMu.Lock()
 	l := h.links[node]
 	if l == nil {
-		l = &peerLink{q: make(chan []byte, peerQueue)}
+		l = &peerLink{q: make(chan delivery, peerQueue)}
 		h.links[node] = l
 		h.wg.Add(1)
 		go func() {
@@ -176,7 +179,7 @@ func (h *Hub) sendPeer(node string, body []byte) {
 	}
 	h.linksMu.Unlock()
 	select {
-	case l.q <- body:
+	case l.q <- d:
 	default:
 		h.peerDrops.Add(1)
 	}
@@ -184,16 +187,28 @@ func (h *Hub) sendPeer(node string, body []byte) {
 
 func (h *Hub) peerLoop(node string, l *peerLink) {
 	for {
+		var batch []delivery
 		select {
-		case body := <-l.q:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if _, err := h.cluster.SendTo(ctx, node, kindDeliver, body); err != nil {
-				h.peerDrops.Add(1)
-			}
-			cancel()
+		case d := <-l.q:
+			batch = append(batch, d)
 		case <-h.stop:
 			return
 		}
+	fill:
+		for len(batch) < maxPeerBatch {
+			select {
+			case d := <-l.q:
+				batch = append(batch, d)
+			default:
+				break fill
+			}
+		}
+		body, _ := json.Marshal(batch)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := h.cluster.SendTo(ctx, node, kindDeliver, body); err != nil {
+			h.peerDrops.Add(int64(len(batch)))
+		}
+		cancel()
 	}
 }
 
