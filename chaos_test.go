@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -134,52 +132,14 @@ func TestChaos(t *testing.T) {
 	}
 
 	issuer := auth.NewIssuer([]byte(crashSecret), time.Hour)
-	ctx, stopLoad := context.WithCancel(context.Background())
-	defer stopLoad()
 	const senders = 9
-	var (
-		mu       sync.Mutex
-		acks     []ack
-		lastOK   atomic.Int64
-		worstGap atomic.Int64
-		wg       sync.WaitGroup
-	)
-	lastOK.Store(time.Now().UnixNano())
-	for i := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tok, _, _ := issuer.Mint(fmt.Sprintf("u%d", i))
-			node := nodes[i%3]
-			c, err := client.Dial(context.Background(), "http://"+node.http, client.Options{Token: tok, Reconnect: true, NoSync: true})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer c.Close()
-			go func() {
-				for range c.Events() {
-				}
-			}()
-			for n := 0; ctx.Err() == nil; n++ {
-				a := client.SendArgs{Key: fmt.Sprintf("u%d-%d", i, n), Body: fmt.Sprintf("m %d from u%d", n, i),
-					To: fmt.Sprintf("u%d", (i+1+n%3)%senders)}
-				sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				s, err := sendUntil(sctx, ctx, c, a)
-				cancel()
-				if err != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				if gap := now - lastOK.Swap(now); gap > worstGap.Load() {
-					worstGap.Store(gap)
-				}
-				mu.Lock()
-				acks = append(acks, ack{channel: s.Channel, key: a.Key, body: a.Body, seq: s.Seq})
-				mu.Unlock()
-			}
-		}()
-	}
+	l := startLoad(t, senders, func(i int) (*client.Client, error) {
+		tok, _, _ := issuer.Mint(fmt.Sprintf("u%d", i))
+		return client.Dial(context.Background(), "http://"+nodes[i%3].http, client.Options{Token: tok, Reconnect: true, NoSync: true})
+	}, func(i, k int) client.SendArgs {
+		return client.SendArgs{Key: fmt.Sprintf("u%d-%d", i, k), Body: fmt.Sprintf("m %d from u%d", k, i),
+			To: fmt.Sprintf("u%d", (i+1+k%3)%senders)}
+	})
 	for r := range rounds {
 		time.Sleep(time.Duration(1000+rand.IntN(1500)) * time.Millisecond)
 		victim := rand.IntN(3)
@@ -187,14 +147,13 @@ func TestChaos(t *testing.T) {
 			victim = leaderOfMost(nodes)
 		}
 		nodes[victim].stop(syscall.SIGKILL)
-		t.Logf("round %d: killed %s with %d acknowledged so far", r+1, nodes[victim].name, countAcks(&mu, &acks))
+		t.Logf("round %d: killed %s with %d acknowledged so far", r+1, nodes[victim].name, l.count())
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
 		nodes[victim].start(t, bin)
 		waitReady(nodes[victim])
 	}
 	time.Sleep(time.Second)
-	stopLoad()
-	wg.Wait()
+	acks := l.finish()
 
 	// Let every replica catch up, then stop the nodes and read each one's
 	// own copy from its disk.
@@ -237,7 +196,7 @@ func TestChaos(t *testing.T) {
 	for _, n := range nodes {
 		n.stop(syscall.SIGTERM)
 	}
-	t.Logf("acked %d, longest time without a successful send %v", len(acks), time.Duration(worstGap.Load()).Round(time.Millisecond))
+	t.Logf("acked %d, longest time without a successful send %v", len(acks), l.worst())
 	for _, n := range nodes {
 		auditDisk(t, n.name, n.data, acks)
 	}
@@ -259,34 +218,21 @@ func auditDisk(t *testing.T, name, data string, acks []ack) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	byChannel := map[string][]ack{}
-	for _, a := range acks {
-		byChannel[a.channel] = append(byChannel[a.channel], a)
-	}
-	var lost, dups, gaps, stored int
-	for ch, as := range byChannel {
-		history, err := channel.LocalHistory(st, 16, ch)
+	var lost, dups, gaps, total int
+	for ch, chAcks := range byChannel(acks) {
+		msgs, err := channel.LocalHistory(st, 16, ch)
 		if err != nil {
 			t.Fatal(err)
 		}
-		stored += len(history)
-		keys := map[string]bool{}
-		for i, m := range history {
-			if m.Seq != uint64(i+1) {
-				gaps++
-			}
-			if keys[m.From+"/"+m.Key] {
-				dups++
-			}
-			keys[m.From+"/"+m.Key] = true
+		history := make([]stored, len(msgs))
+		for i, m := range msgs {
+			history[i] = stored{seq: m.Seq, from: m.From, key: m.Key, body: m.Body}
 		}
-		for _, a := range as {
-			if a.seq < 1 || a.seq > uint64(len(history)) || history[a.seq-1].Key != a.key || history[a.seq-1].Body != a.body {
-				lost++
-			}
-		}
+		total += len(history)
+		l, d, g := problems(history, chAcks)
+		lost, dups, gaps = lost+l, dups+d, gaps+g
 	}
-	t.Logf("%s's disk: acked %d, stored %d, lost %d, duplicates %d, gaps %d", name, len(acks), stored, lost, dups, gaps)
+	t.Logf("%s's disk: acked %d, stored %d, lost %d, duplicates %d, gaps %d", name, len(acks), total, lost, dups, gaps)
 	if len(acks) == 0 || lost > 0 || dups > 0 || gaps > 0 {
 		t.Errorf("%s: lost, duplicated or missing messages", name)
 	}

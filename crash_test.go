@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -86,12 +85,6 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-// ack is what a sender was told: its message is committed at (channel, seq).
-type ack struct {
-	channel, key, body string
-	seq                uint64
-}
-
 // TestCrash kills a node with SIGKILL at random moments under concurrent
 // sends, restarts it on the same data, and checks that every acknowledged
 // message is in the history exactly once with gap-free seqs.
@@ -107,102 +100,42 @@ func TestCrash(t *testing.T) {
 	httpAddr, peer := freePort(t), freePort(t)
 	p := startProc(t, bin, data, httpAddr, peer)
 	defer func() { p.kill() }()
-
 	issuer := auth.NewIssuer([]byte(crashSecret), time.Hour)
 	base := "http://" + httpAddr
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	dialUser := func(user string) *client.Client {
+	dialUser := func(user string) (*client.Client, error) {
 		tok, _, _ := issuer.Mint(user)
-		c, err := client.Dial(context.Background(), base, client.Options{Token: tok, Reconnect: true, NoSync: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { // nobody reads the pushes here
-			for range c.Events() {
-			}
-		}()
-		return c
+		return client.Dial(context.Background(), base, client.Options{Token: tok, Reconnect: true, NoSync: true})
 	}
-	owner := dialUser("u0")
-	group, err := owner.CreateGroup(ctx, "crash", []string{"u1", "u2", "u3", "u4", "u5", "u6", "u7"})
+	owner, err := dialUser("u0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	group, err := owner.CreateGroup(context.Background(), "crash", []string{"u1", "u2", "u3", "u4", "u5", "u6", "u7"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	owner.Close()
 
 	const senders = 8
-	var (
-		mu       sync.Mutex
-		acks     []ack
-		lastOK   atomic.Int64
-		worstGap atomic.Int64
-		wg       sync.WaitGroup
-	)
-	lastOK.Store(time.Now().UnixNano())
-	for i := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := dialUser(fmt.Sprintf("u%d", i))
-			defer c.Close()
-			for n := 0; ctx.Err() == nil; n++ {
-				a := client.SendArgs{Key: fmt.Sprintf("u%d-%d", i, n), Body: fmt.Sprintf("m %d from u%d", n, i)}
-				if n%2 == 0 {
-					a.Channel = group.Channel
-				} else {
-					a.To = fmt.Sprintf("u%d", (i+1)%senders)
-				}
-				// Retry with the same key until it is acknowledged; the
-				// test's end (ctx) may leave one unacknowledged.
-				sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				s, err := sendUntil(sctx, ctx, c, a)
-				cancel()
-				if err != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				if gap := now - lastOK.Swap(now); gap > worstGap.Load() {
-					worstGap.Store(gap)
-				}
-				mu.Lock()
-				acks = append(acks, ack{channel: s.Channel, key: a.Key, body: a.Body, seq: s.Seq})
-				mu.Unlock()
+	l := startLoad(t, senders, func(i int) (*client.Client, error) { return dialUser(fmt.Sprintf("u%d", i)) },
+		func(i, k int) client.SendArgs {
+			a := client.SendArgs{Key: fmt.Sprintf("u%d-%d", i, k), Body: fmt.Sprintf("m %d from u%d", k, i)}
+			if k%2 == 0 {
+				a.Channel = group.Channel
+			} else {
+				a.To = fmt.Sprintf("u%d", (i+1)%senders)
 			}
-		}()
-	}
+			return a
+		})
 	for r := range rounds {
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
 		p.kill()
-		t.Logf("round %d: killed with %d acknowledged so far", r+1, countAcks(&mu, &acks))
+		t.Logf("round %d: killed with %d acknowledged so far", r+1, l.count())
 		p = startProc(t, bin, data, httpAddr, peer)
 	}
 	time.Sleep(300 * time.Millisecond)
-	stop()
-	wg.Wait()
-
-	audit(t, issuer, base, acks, time.Duration(worstGap.Load()))
-}
-
-// sendUntil retries one send (same key) until it is acknowledged, or until
-// end is done and the send has failed once more.
-func sendUntil(sctx, end context.Context, c *client.Client, a client.SendArgs) (client.Sent, error) {
-	for {
-		s, err := c.Send(sctx, a)
-		if err == nil {
-			return s, nil
-		}
-		if end.Err() != nil || sctx.Err() != nil {
-			return s, err
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func countAcks(mu *sync.Mutex, acks *[]ack) int {
-	mu.Lock()
-	defer mu.Unlock()
-	return len(*acks)
+	acks := l.finish()
+	audit(t, issuer, base, acks, l.worst())
 }
 
 // audit reads every channel's whole history and checks the acknowledged
@@ -215,13 +148,9 @@ func audit(t *testing.T, issuer *auth.Issuer, base string, acks []ack, worstGap 
 		t.Fatal(err)
 	}
 	defer c.Close()
-	byChannel := map[string][]ack{}
-	for _, a := range acks {
-		byChannel[a.channel] = append(byChannel[a.channel], a)
-	}
-	var lost, dups, gaps, stored int
+	var lost, dups, gaps, total int
 	readers := map[string]*client.Client{}
-	for ch := range byChannel {
+	for ch, chAcks := range byChannel(acks) {
 		reader := c
 		if rest, ok := strings.CutPrefix(ch, "dm:"); ok { // u0 is not in every DM: read as its first user
 			u, _, _ := strings.Cut(rest, ":")
@@ -234,26 +163,16 @@ func audit(t *testing.T, issuer *auth.Issuer, base string, acks []ack, worstGap 
 			}
 			reader = readers[u]
 		}
-		history := fetchAll(t, reader, ch)
-		stored += len(history)
-		keys := map[string]int{}
-		for i, m := range history {
-			if m.Seq != uint64(i+1) {
-				gaps++
-			}
-			keys[m.From+"/"+m.Key]++
-			if keys[m.From+"/"+m.Key] == 2 {
-				dups++
-			}
+		var history []stored
+		for _, m := range fetchAll(t, reader, ch) {
+			history = append(history, stored{seq: m.Seq, from: m.From, key: m.Key, body: m.Body})
 		}
-		for _, a := range byChannel[ch] {
-			if a.seq < 1 || a.seq > uint64(len(history)) || history[a.seq-1].Key != a.key || history[a.seq-1].Body != a.body {
-				lost++
-			}
-		}
+		total += len(history)
+		l, d, g := problems(history, chAcks)
+		lost, dups, gaps = lost+l, dups+d, gaps+g
 	}
 	t.Logf("acked %d, stored %d, lost %d, duplicates %d, gaps %d, longest time without a successful send %v",
-		len(acks), stored, lost, dups, gaps, worstGap.Round(time.Millisecond))
+		len(acks), total, lost, dups, gaps, worstGap)
 	if len(acks) == 0 || lost > 0 || dups > 0 || gaps > 0 {
 		t.Fatal("the crash test found lost, duplicated or missing messages (or no message was acknowledged)")
 	}
