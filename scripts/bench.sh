@@ -7,9 +7,11 @@ bin=./bin/parley
 data=$(mktemp -d)
 out=bench-results
 mkdir -p "$out"
-CLUSTER_DATA=$data setsid ./scripts/cluster.sh > "$out/cluster.log" 2>&1 &
+CLUSTER_DATA=$data ./scripts/cluster.sh > "$out/cluster.log" 2>&1 &
 cluster=$!
-trap 'kill -TERM -- -$cluster 2>/dev/null || kill -TERM $cluster; wait $cluster 2>/dev/null; rm -rf "$data"' EXIT
+# cluster.sh passes SIGTERM on to its nodes, which drain and exit.
+stop_cluster() { kill -TERM "$cluster" 2>/dev/null || true; wait "$cluster" 2>/dev/null || true; rm -rf "$data"; }
+trap stop_cluster EXIT
 for i in $(seq 100); do
   curl -sf http://127.0.0.1:8080/readyz >/dev/null && curl -sf http://127.0.0.3:8080/readyz >/dev/null && break
   sleep 0.2
