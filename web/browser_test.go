@@ -139,6 +139,11 @@ func TestBrowserChat(t *testing.T) {
 	alice.register(base, "alice")
 	bob.register(base, "bob")
 
+	// To someone not online yet, a message stays "sent".
+	alice.run("open dm with carol", chromedp.SendKeys(chromedp.ID("#new-dm-user"), "carol\r"))
+	alice.sendMessage("hi carol")
+	alice.waitTick("sent")
+
 	// Alice opens a DM and sends; bob, online elsewhere, gets it delivered.
 	alice.run("open dm", chromedp.SendKeys(chromedp.ID("#new-dm-user"), "bob\r"))
 	alice.sendMessage("hello bob")
