@@ -294,10 +294,7 @@ func progress(o benchOpts, rec *recorder, stop <-chan struct{}) {
 }
 
 func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
-	users := make([]string, o.users)
-	for i := range users {
-		users[i] = fmt.Sprintf("bench%d", i)
-	}
+	users := userNames("bench", o.users)
 	rec := newRecorder()
 	var scheduled sync.Map // key -> scheduled time
 	clients, err := connectUsers(ctx, o, users, func(user string, ev client.Event) {
@@ -347,10 +344,7 @@ func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
 }
 
 func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
-	users := make([]string, o.senders)
-	for i := range users {
-		users[i] = fmt.Sprintf("tp%d", i)
-	}
+	users := userNames("tp", o.senders)
 	rec := newRecorder()
 	clients, err := connectUsers(ctx, o, users, nil)
 	if err != nil {
@@ -387,10 +381,7 @@ func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
 }
 
 func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
-	users := make([]string, o.members)
-	for i := range users {
-		users[i] = fmt.Sprintf("gm%d", i)
-	}
+	users := userNames("gm", o.members)
 	rec := newRecorder()
 	var mu sync.Mutex
 	arrivals := map[string][]float64{} // key -> delivery latencies (ms)
@@ -525,6 +516,15 @@ func serverMemory(base string) (int64, error) {
 		return 0, fmt.Errorf("bench: no rss_bytes in %s/v1/status (from loopback): %v", base, err)
 	}
 	return st.Node.RSS, nil
+}
+
+// userNames is prefix0, prefix1, ... prefix(n-1).
+func userNames(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return out
 }
 
 func waitFor(cond func() bool, max time.Duration) {

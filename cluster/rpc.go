@@ -58,30 +58,25 @@ func rpcError(w http.ResponseWriter, err error) {
 	http.Error(w, err.Error(), status)
 }
 
+// handlePropose commits a forwarded command here; only the leader proposes,
+// so a forwarded proposal is never forwarded again.
 func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
-	shard, ok := n.shardParam(w, r)
-	if !ok {
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
-	if err != nil {
-		return
-	}
-	// Only the leader proposes: a forwarded proposal is never forwarded again.
-	v, err := n.proposeLocal(r.Context(), shard, body)
-	if err != nil {
-		rpcError(w, err)
-		return
-	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		rpcError(w, err)
-		return
-	}
-	w.Write(out)
+	n.serveShard(w, r, func(ctx context.Context, shard int, body []byte) ([]byte, error) {
+		v, err := n.proposeLocal(ctx, shard, body)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(v)
+	})
 }
 
+// handleRead runs a forwarded read here, at the leader.
 func (n *Node) handleRead(w http.ResponseWriter, r *http.Request) {
+	n.serveShard(w, r, n.readLocal)
+}
+
+// serveShard reads a request on one shard and answers with f's result.
+func (n *Node) serveShard(w http.ResponseWriter, r *http.Request, f func(ctx context.Context, shard int, body []byte) ([]byte, error)) {
 	shard, ok := n.shardParam(w, r)
 	if !ok {
 		return
@@ -90,7 +85,7 @@ func (n *Node) handleRead(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	out, err := n.readLocal(r.Context(), shard, body)
+	out, err := f(r.Context(), shard, body)
 	if err != nil {
 		rpcError(w, err)
 		return
