@@ -98,6 +98,11 @@ func NewHub(svc *channel.Service, issuer *auth.Issuer, opt Options, log *slog.Lo
 		dir: directory{byNode: map[string]map[string]struct{}{}}, links: map[string]*peerLink{},
 		dirPoke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go h.dispatch()
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.pingLoop()
+	}()
 	return h
 }
 
@@ -288,6 +293,31 @@ func (h *Hub) watch(s *Session, users []string) map[string]presenceState {
 		}
 	}
 	return out
+}
+
+// pingLoop checks every session's liveness each PingInterval: one ticker
+// for the node instead of one per session.
+func (h *Hub) pingLoop() {
+	t := time.NewTicker(h.opt.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		var all []*Session
+		for _, us := range h.users {
+			for s := range us.sessions {
+				all = append(all, s)
+			}
+		}
+		h.mu.Unlock()
+		for _, s := range all {
+			s.ping()
+		}
+	}
 }
 
 // Stats reports the hub's counters.

@@ -30,9 +30,9 @@ type Session struct {
 	ws      *websocket.Conn
 	limiter *rate.Limiter // shared by the user's sessions; set by register
 
-	out      chan outFrame // frames to write, bounded
-	reqs     chan *Frame   // requests to handle in order, bounded
-	lastSeen atomic.Int64  // unix ns of the last frame or pong received
+	out      outQueue     // frames to write, bounded
+	reqs     requestQueue // requests to handle in order, bounded
+	lastSeen atomic.Int64 // unix ns of the last frame or pong received
 
 	// watching is the users whose presence this session asked for; guarded
 	// by hub.mu.
@@ -41,6 +41,7 @@ type Session struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	closeOnce sync.Once
+	wg        sync.WaitGroup // the request handler
 }
 
 func newSessionID() string {
@@ -70,7 +71,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s = &Session{id: newSessionID(), user: user, hub: h, ws: ws, ctx: ctx, cancel: cancel,
-		out: make(chan outFrame, h.opt.SendQueue), reqs: make(chan *Frame, 64), watching: map[string]struct{}{}}
+		out: outQueue{max: h.opt.SendQueue}, watching: map[string]struct{}{}}
 	s.lastSeen.Store(time.Now().UnixNano())
 	if !h.register(s) {
 		cancel()
@@ -105,23 +106,14 @@ func (h *Hub) hello(ws *websocket.Conn) (string, bool) {
 	return user, true
 }
 
-// run serves the session: the caller's goroutine reads, one goroutine
-// writes, one handles requests in order. It returns when the session ends.
+// run serves the session: the caller's goroutine reads; while frames wait
+// to be written one goroutine writes them, and while requests wait one
+// handles them in order. It returns when the session ends.
 func (s *Session) run() {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		s.writeLoop()
-	}()
-	go func() {
-		defer wg.Done()
-		s.handleLoop()
-	}()
 	s.readLoop()
 	s.hub.unregister(s)
 	s.cancel()
-	wg.Wait()
+	s.wg.Wait()
 	s.ws.CloseNow()
 }
 
@@ -157,59 +149,70 @@ func (s *Session) readLoop() {
 			s.replyError(ref, rateLimited())
 			continue
 		}
-		select {
-		case s.reqs <- f:
-		default:
+		start, ok := s.reqs.push(f)
+		if !ok {
 			s.hub.rateLimited.Add(1)
 			s.replyError(ref, rateLimited())
+			continue
+		}
+		if start {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.handleRequests()
+			}()
 		}
 	}
 }
 
-func (s *Session) handleLoop() {
+// handleRequests serves queued requests in order and ends when none is
+// left: an idle session keeps no goroutine for them.
+func (s *Session) handleRequests() {
 	for {
-		select {
-		case f := <-s.reqs:
-			s.handle(f)
-		case <-s.ctx.Done():
+		f, ok := s.reqs.pop()
+		if !ok || s.ctx.Err() != nil {
 			return
 		}
+		s.handle(f)
 	}
 }
 
-// writeLoop writes queued frames, each with a deadline, and pings.
-func (s *Session) writeLoop() {
-	ping := time.NewTicker(s.hub.opt.PingInterval)
-	defer ping.Stop()
+// writeQueued writes the queued frames, each with a deadline, and ends
+// when the queue is empty: an idle session keeps no writer goroutine.
+func (s *Session) writeQueued() {
 	for {
-		select {
-		case f := <-s.out:
+		frames := s.out.takeOrIdle()
+		if frames == nil {
+			return
+		}
+		for _, f := range frames {
 			ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.WriteTimeout)
 			err := s.ws.Write(ctx, websocket.MessageText, f.b)
 			cancel()
 			if err != nil {
 				s.ws.CloseNow()
-				return
+				return // the queue stays marked busy: nothing more is written
 			}
 			s.hub.delivered.Add(1)
 			s.hub.metrics.delivered(f.ts)
-		case <-ping.C:
-			idle := time.Since(time.Unix(0, s.lastSeen.Load()))
-			if idle > s.hub.opt.IdleTimeout {
-				if s.closeWith(CloseIdle, "no frame or pong for too long") {
-					s.hub.idleCloses.Add(1)
-				}
-				return
-			}
-			go func() {
-				ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.PingInterval)
-				defer cancel()
-				s.ws.Ping(ctx) // the pong updates lastSeen
-			}()
-		case <-s.ctx.Done():
-			return
 		}
 	}
+}
+
+// ping checks the session's liveness (called by the hub's ping loop): dead
+// after IdleTimeout without a frame or pong, else pinged.
+func (s *Session) ping() {
+	if time.Since(time.Unix(0, s.lastSeen.Load())) > s.hub.opt.IdleTimeout {
+		if s.closeWith(CloseIdle, "no frame or pong for too long") {
+			s.hub.idleCloses.Add(1)
+		}
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.PingInterval)
+		defer cancel()
+		s.ws.Ping(ctx) // the pong updates lastSeen
+	}()
 }
 
 // outFrame is a frame to write; ts, for a message, is its commit time.
@@ -223,12 +226,15 @@ type outFrame struct {
 func (s *Session) enqueue(frame []byte) { s.enqueueAt(frame, 0) }
 
 func (s *Session) enqueueAt(frame []byte, ts int64) {
-	select {
-	case s.out <- outFrame{frame, ts}:
-	default:
+	start, ok := s.out.push(outFrame{frame, ts})
+	if !ok {
 		if s.closeWith(CloseSlowConsumer, "too slow: reconnect and sync with history") {
 			s.hub.slowCloses.Add(1)
 		}
+		return
+	}
+	if start {
+		go s.writeQueued() // ends when the queue empties or the socket fails
 	}
 }
 
