@@ -96,6 +96,9 @@ func TestChaos(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
+	// PARLEY_CHAOS_DUMP=DIR keeps the nodes' data and logs in DIR and, if
+	// the replicas do not converge, makes every node dump its goroutines
+	// into its log (how the read-barrier bug was found).
 	if d := os.Getenv("PARLEY_CHAOS_DUMP"); d != "" {
 		dir = d
 	}
