@@ -33,10 +33,18 @@ type Config struct {
 	Cluster Cluster `toml:"cluster"`
 	Limits  Limits  `toml:"limits"`
 	Web     Web     `toml:"web"`
+	Webhook Webhook `toml:"webhook"`
 
 	// FastGossip shortens memberlist's timers for tests on loopback; it has
 	// no key: production gossip keeps memberlist's LAN defaults.
 	FastGossip bool `toml:"-"`
+}
+
+// Webhook configures the outgoing call for offline recipients.
+type Webhook struct {
+	URL     string   `toml:"url"`
+	Secret  string   `toml:"secret"`
+	Timeout Duration `toml:"timeout"`
 }
 
 // Web configures the browser-facing side.
@@ -120,6 +128,7 @@ func Default() Config {
 		Limits: Limits{MaxBody: 4096, MaxFrame: 64 << 10, MaxGroup: 5000, Rate: 50, Burst: 100,
 			SessionsPerUser: 16, SendQueue: 256, HelloTimeout: Duration{10 * time.Second},
 			IdleTimeout: Duration{30 * time.Second}},
+		Webhook: Webhook{Timeout: Duration{5 * time.Second}},
 	}
 }
 
@@ -271,6 +280,8 @@ func (c *Config) Validate() error {
 		{c.Cluster.Inflight >= 1, "cluster.inflight", c.Cluster.Inflight, "must be at least 1"},
 		{c.Cluster.Replicas >= 1 && c.Cluster.Replicas <= 7, "cluster.replicas", c.Cluster.Replicas, "must be 1-7"},
 		{c.Cluster.Grace.Duration >= 0, "cluster.grace", c.Cluster.Grace, "must not be negative"},
+		{c.Webhook.URL == "" || strings.HasPrefix(c.Webhook.URL, "http://") || strings.HasPrefix(c.Webhook.URL, "https://"), "webhook.url", strconv.Quote(c.Webhook.URL), "want an http:// or https:// URL"},
+		{c.Webhook.Timeout.Duration > 0, "webhook.timeout", c.Webhook.Timeout, "must be positive"},
 		{validGossipKey(c.Cluster.GossipKey), "cluster.gossip_key", "(hidden)", "must be base64 of 16, 24 or 32 bytes"},
 		{c.Limits.MaxBody >= 1 && c.Limits.MaxBody <= 1<<20, "limits.max_body", c.Limits.MaxBody, "must be 1-1048576"},
 		{c.Limits.MaxFrame >= c.Limits.MaxBody+1024, "limits.max_frame", c.Limits.MaxFrame, "must exceed max_body by at least 1024"},

@@ -47,6 +47,8 @@ type Stats struct {
 	RateLimited   int64 `json:"rate_limited"`
 	Delivered     int64 `json:"frames_delivered"`
 	PeerDrops     int64 `json:"peer_drops"`
+	WebhookSent   int64 `json:"webhook_sent"`
+	WebhookFailed int64 `json:"webhook_failed"`
 	EventsPending int   `json:"events_pending"`
 }
 
@@ -67,6 +69,7 @@ type Hub struct {
 	members *memberCache         // owned by the dispatcher goroutine
 
 	metrics *Metrics // nil: no metrics
+	hook    *webhook // nil: no webhook
 	cluster Cluster  // nil for a hub on its own (tests of a lone node)
 	dir     directory
 
@@ -142,6 +145,7 @@ func (h *Hub) deliverEvent(ev channel.Event) {
 	case ev.Message != nil:
 		members := h.members.get(ev.Message.Channel)
 		h.deliverAt(members, encode(newMessageFrame(ev.Message)), ev.Message.Ts)
+		h.notifyOffline(ev.Message, members)
 	case ev.Members != nil:
 		m := ev.Members
 		h.members.change(m.Channel, m.Added, m.Removed)
@@ -333,6 +337,9 @@ func (h *Hub) Stats() Stats {
 	st.RateLimited = h.rateLimited.Load()
 	st.Delivered = h.delivered.Load()
 	st.PeerDrops = h.peerDrops.Load()
+	if h.hook != nil {
+		st.WebhookSent, st.WebhookFailed = h.hook.sent.Load(), h.hook.failed.Load()
+	}
 	st.EventsPending = len(h.events)
 	return st
 }

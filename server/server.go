@@ -92,6 +92,7 @@ func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
 	s.Hub = conn.NewHub(s.Service, auth.NewIssuer(s.secret, cfg.Auth.TokenTTL.Duration), hubOptions(cfg, s.nodeID),
 		log.With("sys", "conn"))
 	s.Hub.AttachCluster(s.node)
+	s.Hub.SetWebhook(conn.WebhookOptions{URL: cfg.Webhook.URL, Secret: cfg.Webhook.Secret, Timeout: cfg.Webhook.Timeout.Duration})
 	s.registry = newRegistry(s)
 	s.Hub.SetMetrics(conn.NewMetrics(s.registry))
 	s.hub.Store(s.Hub)
