@@ -2,6 +2,7 @@ package channel
 
 import (
 	"encoding/json"
+	"errors"
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -13,6 +14,7 @@ import (
 type tx struct {
 	k      keys
 	b      *pebble.Batch
+	rd     reader // over b: sees the writes of earlier commands
 	index  uint64
 	nOut   uint64 // outbox entries created so far in this entry
 	events []Event
@@ -51,6 +53,16 @@ func (t *tx) apply(c *Command) (Result, error) {
 
 func refuse(e *Error) (Result, error) { return Result{Err: e}, nil }
 
+// refuseOr turns a refusal (*Error) into a Result and passes storage
+// failures on.
+func refuseOr(err error) (Result, error) {
+	var e *Error
+	if errors.As(err, &e) {
+		return refuse(e)
+	}
+	return Result{}, err
+}
+
 func (t *tx) put(key []byte, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
@@ -68,30 +80,6 @@ func (t *tx) register(c *Command) (Result, error) {
 		return refuse(errorf(ErrConflict, "user %s is taken", c.User))
 	}
 	return Result{}, t.put(t.k.account(c.User), account{Hash: c.Hash, Created: c.Ts})
-}
-
-// loadGroup returns a group's meta, refusing unknown channels and DMs.
-func (t *tx) loadGroup(ch string) (*meta, *Error, error) {
-	var m meta
-	found, err := getJSON(t.b, t.k.meta(ch), &m)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !found || m.Kind != "group" {
-		return nil, errorf(ErrNotFound, "no group %s", ch), nil
-	}
-	return &m, nil, nil
-}
-
-func (t *tx) isMember(ch, user string) (bool, error) {
-	_, err := get(t.b, t.k.member(ch, user))
-	if err == nil {
-		return true, nil
-	}
-	if isNotFound(err) {
-		return false, nil
-	}
-	return false, err
 }
 
 func (t *tx) createGroup(c *Command) (Result, error) {
@@ -119,7 +107,7 @@ func (t *tx) createGroup(c *Command) (Result, error) {
 func (t *tx) join(c *Command, m *meta, users []string) ([]string, error) {
 	var added []string
 	for _, u := range users {
-		in, err := t.isMember(c.Channel, u)
+		in, err := t.rd.isMember(c.Channel, u)
 		if err != nil {
 			return nil, err
 		}
@@ -141,19 +129,13 @@ func (t *tx) join(c *Command, m *meta, users []string) ([]string, error) {
 }
 
 func (t *tx) addMembers(c *Command) (Result, error) {
-	m, refusal, err := t.loadGroup(c.Channel)
-	if err != nil || refusal != nil {
-		return Result{Err: refusal}, err
-	}
-	if in, err := t.isMember(c.Channel, c.User); err != nil || !in {
-		if err != nil {
-			return Result{}, err
-		}
-		return refuse(errorf(ErrForbidden, "not a member of %s", c.Channel))
+	m, err := t.actingMember(c)
+	if err != nil {
+		return refuseOr(err)
 	}
 	var fresh []string
 	for _, u := range dedupe(c.Members) {
-		in, err := t.isMember(c.Channel, u)
+		in, err := t.rd.isMember(c.Channel, u)
 		if err != nil {
 			return Result{}, err
 		}
@@ -177,6 +159,15 @@ func (t *tx) addMembers(c *Command) (Result, error) {
 	return res, err
 }
 
+// actingMember loads the group c changes; its actor must be a member.
+func (t *tx) actingMember(c *Command) (*meta, error) {
+	m, err := t.rd.group(c.Channel)
+	if err != nil {
+		return nil, err
+	}
+	return m, t.rd.requireMember(c.Channel, c.User)
+}
+
 // removeMembers serves remove_members and leave (users = [actor]). Only the
 // owner removes others; anyone removes themselves. When the owner goes, the
 // longest-standing remaining member becomes the owner.
@@ -184,15 +175,9 @@ func (t *tx) removeMembers(c *Command, users []string) (Result, error) {
 	if _, _, ok := ParseDM(c.Channel); ok {
 		return refuse(errorf(ErrBadRequest, "%s is a direct channel: it has no members to remove", c.Channel))
 	}
-	m, refusal, err := t.loadGroup(c.Channel)
-	if err != nil || refusal != nil {
-		return Result{Err: refusal}, err
-	}
-	if in, err := t.isMember(c.Channel, c.User); err != nil || !in {
-		if err != nil {
-			return Result{}, err
-		}
-		return refuse(errorf(ErrForbidden, "not a member of %s", c.Channel))
+	m, err := t.actingMember(c)
+	if err != nil {
+		return refuseOr(err)
 	}
 	users = dedupe(users)
 	if m.Owner != c.User && slices.ContainsFunc(users, func(u string) bool { return u != c.User }) {
@@ -200,7 +185,7 @@ func (t *tx) removeMembers(c *Command, users []string) (Result, error) {
 	}
 	var removed []string
 	for _, u := range users {
-		in, err := t.isMember(c.Channel, u)
+		in, err := t.rd.isMember(c.Channel, u)
 		if err != nil {
 			return Result{}, err
 		}
@@ -267,38 +252,10 @@ func (t *tx) outbox(ch string, users []string, joined bool, ver uint64) ([]Index
 	return out, nil
 }
 
-// access checks that user may use channel ch, and loads its meta. A DM
-// that has no messages yet has no meta: m is nil then.
-func (t *tx) access(ch, user string) (*meta, *Error, error) {
-	if a, b, ok := ParseDM(ch); ok {
-		if user != a && user != b {
-			return nil, errorf(ErrForbidden, "not a member of %s", ch), nil
-		}
-		var m meta
-		found, err := getJSON(t.b, t.k.meta(ch), &m)
-		if err != nil || !found {
-			return nil, nil, err
-		}
-		return &m, nil, nil
-	}
-	m, refusal, err := t.loadGroup(ch)
-	if err != nil || refusal != nil {
-		return nil, refusal, err
-	}
-	in, err := t.isMember(ch, user)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !in {
-		return nil, errorf(ErrForbidden, "not a member of %s", ch), nil
-	}
-	return m, nil, nil
-}
-
 func (t *tx) send(c *Command) (Result, error) {
-	m, refusal, err := t.access(c.Channel, c.User)
-	if err != nil || refusal != nil {
-		return Result{Err: refusal}, err
+	m, err := t.rd.access(c.Channel, c.User)
+	if err != nil {
+		return refuseOr(err)
 	}
 	var prior idemRecord
 	if found, err := getJSON(t.b, t.k.idem(c.Channel, c.User, c.Key), &prior); err != nil || found {
@@ -333,9 +290,9 @@ func (t *tx) send(c *Command) (Result, error) {
 // receipt moves a user's cursors forward: read up to N implies delivered up
 // to N; a lower seq changes nothing; seqs past the last message are clamped.
 func (t *tx) receipt(c *Command) (Result, error) {
-	m, refusal, err := t.access(c.Channel, c.User)
-	if err != nil || refusal != nil {
-		return Result{Err: refusal}, err
+	m, err := t.rd.access(c.Channel, c.User)
+	if err != nil {
+		return refuseOr(err)
 	}
 	var last uint64
 	if m != nil {

@@ -57,7 +57,7 @@ func (m *Machine) Restored() error {
 func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 	b := m.db.NewIndexedBatch()
 	defer b.Close()
-	tx := &tx{k: m.k, b: b, index: index}
+	tx := &tx{k: m.k, b: b, rd: reader{k: m.k, r: b}, index: index}
 	res := make([]any, len(cmds))
 	for i, raw := range cmds {
 		var c Command

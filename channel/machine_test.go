@@ -313,3 +313,13 @@ func TestAppliedIndexSurvivesReopen(t *testing.T) {
 		t.Fatalf("applied after reopen: %d", m2.Applied())
 	}
 }
+
+// The state machine itself refuses membership changes on DMs, whatever the
+// service checked before proposing.
+func TestDMMembersAreFixed(t *testing.T) {
+	mt := newMachine(t)
+	ch := DM("alice", "bob")
+	mt.one(send("alice", ch, "k", 1))
+	wantCode(t, mt.one(Command{Op: opAdd, User: "alice", Channel: ch, Members: []string{"carol"}, Limit: 10}), ErrNotFound)
+	wantCode(t, mt.one(Command{Op: opRemove, User: "alice", Channel: ch, Members: []string{"bob"}}), ErrBadRequest)
+}

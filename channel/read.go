@@ -27,8 +27,9 @@ func (rd reader) meta(ch string) (*meta, error) {
 	return &m, nil
 }
 
-// access mirrors tx.access for reads: the channel's meta (nil for a DM with
-// no messages yet) or the refusal.
+// access checks that user may use channel ch and loads its meta; refusals
+// are *Error values. A DM that has no messages yet has no meta: m is nil.
+// Reads and the state machine's commands share these rules.
 func (rd reader) access(ch, user string) (*meta, error) {
 	if a, b, ok := ParseDM(ch); ok {
 		if user != a && user != b {
@@ -36,6 +37,15 @@ func (rd reader) access(ch, user string) (*meta, error) {
 		}
 		return rd.meta(ch)
 	}
+	m, err := rd.group(ch)
+	if err != nil {
+		return nil, err
+	}
+	return m, rd.requireMember(ch, user)
+}
+
+// group returns a group's meta; unknown channels and DMs are not_found.
+func (rd reader) group(ch string) (*meta, error) {
 	m, err := rd.meta(ch)
 	if err != nil {
 		return nil, err
@@ -43,13 +53,24 @@ func (rd reader) access(ch, user string) (*meta, error) {
 	if m == nil || m.Kind != "group" {
 		return nil, errorf(ErrNotFound, "no group %s", ch)
 	}
-	if _, err := get(rd.r, rd.k.member(ch, user)); err != nil {
-		if isNotFound(err) {
-			return nil, errorf(ErrForbidden, "not a member of %s", ch)
-		}
-		return nil, err
-	}
 	return m, nil
+}
+
+func (rd reader) isMember(ch, user string) (bool, error) {
+	_, err := get(rd.r, rd.k.member(ch, user))
+	if isNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// requireMember refuses (forbidden) a user who is not a member of group ch.
+func (rd reader) requireMember(ch, user string) error {
+	in, err := rd.isMember(ch, user)
+	if err == nil && !in {
+		return errorf(ErrForbidden, "not a member of %s", ch)
+	}
+	return err
 }
 
 // history returns up to limit messages, ascending: the oldest above after,
