@@ -406,11 +406,16 @@ func (n *Node) Propose(ctx context.Context, shard int, cmd []byte) (any, error) 
 	if n.IsLeader(shard) {
 		return n.proposeLocal(ctx, shard, cmd)
 	}
+	return n.atLeader(ctx, shard, "/propose", cmd)
+}
+
+// atLeader forwards body to the RPC path of shard's leader on another node.
+func (n *Node) atLeader(ctx context.Context, shard int, path string, body []byte) ([]byte, error) {
 	addr, _, ok := n.leaderPeer(shard)
 	if !ok {
 		return nil, fmt.Errorf("%w: shard %d has no leader", ErrUnavailable, shard)
 	}
-	return n.call(ctx, addr, "/propose?shard="+strconv.Itoa(shard), cmd)
+	return n.call(ctx, addr, path+"?shard="+strconv.Itoa(shard), body)
 }
 
 func (n *Node) proposeLocal(ctx context.Context, shard int, cmd []byte) (any, error) {
@@ -431,11 +436,7 @@ func (n *Node) Read(ctx context.Context, shard int, op []byte) ([]byte, error) {
 	if n.IsLeader(shard) {
 		return n.readLocal(ctx, shard, op)
 	}
-	addr, _, ok := n.leaderPeer(shard)
-	if !ok {
-		return nil, fmt.Errorf("%w: shard %d has no leader", ErrUnavailable, shard)
-	}
-	return n.call(ctx, addr, "/read?shard="+strconv.Itoa(shard), op)
+	return n.atLeader(ctx, shard, "/read", op)
 }
 
 func (n *Node) readLocal(ctx context.Context, shard int, op []byte) ([]byte, error) {

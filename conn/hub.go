@@ -299,6 +299,19 @@ func (h *Hub) watch(s *Session, users []string) map[string]presenceState {
 	return out
 }
 
+// allSessions lists this node's live sessions.
+func (h *Hub) allSessions() []*Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var all []*Session
+	for _, us := range h.users {
+		for s := range us.sessions {
+			all = append(all, s)
+		}
+	}
+	return all
+}
+
 // pingLoop checks every session's liveness each PingInterval: one ticker
 // for the node instead of one per session.
 func (h *Hub) pingLoop() {
@@ -310,15 +323,7 @@ func (h *Hub) pingLoop() {
 			return
 		case <-t.C:
 		}
-		h.mu.Lock()
-		var all []*Session
-		for _, us := range h.users {
-			for s := range us.sessions {
-				all = append(all, s)
-			}
-		}
-		h.mu.Unlock()
-		for _, s := range all {
+		for _, s := range h.allSessions() {
 			s.ping()
 		}
 	}
@@ -367,14 +372,8 @@ func (h *Hub) Close(ctx context.Context, code int, reason string) {
 		return
 	}
 	h.closed = true
-	var all []*Session
-	for _, us := range h.users {
-		for s := range us.sessions {
-			all = append(all, s)
-		}
-	}
 	h.mu.Unlock()
-	for _, s := range all {
+	for _, s := range h.allSessions() {
 		s.closeWith(code, reason)
 	}
 	waited := make(chan struct{})
