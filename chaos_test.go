@@ -43,12 +43,15 @@ func (n *chaosNode) start(t *testing.T, bin string) {
 	go func() { n.p.done <- cmd.Wait(); logf.Close() }()
 }
 
-func (n *chaosNode) stop(sig syscall.Signal) {
-	if n.p != nil {
-		n.p.cmd.Process.Signal(sig)
-		<-n.p.done
-		n.p = nil
+// stop signals the node and returns how its process ended.
+func (n *chaosNode) stop(sig syscall.Signal) error {
+	if n.p == nil {
+		return nil
 	}
+	n.p.cmd.Process.Signal(sig)
+	err := <-n.p.done
+	n.p = nil
+	return err
 }
 
 // status fetches a node's /v1/status.
@@ -197,7 +200,10 @@ func TestChaos(t *testing.T) {
 		return nil
 	})
 	for _, n := range nodes {
-		n.stop(syscall.SIGTERM)
+		// SIGTERM drains: the process must end by itself, with status 0.
+		if err := n.stop(syscall.SIGTERM); err != nil {
+			t.Errorf("%s after SIGTERM: %v (want exit status 0)", n.name, err)
+		}
 	}
 	t.Logf("acked %d, longest time without a successful send %v", len(acks), l.worst())
 	for _, n := range nodes {

@@ -225,3 +225,21 @@ func TestOutboxWorkerFinishesIndex(t *testing.T) {
 		return nil
 	})
 }
+
+// Above 256 members, status gives counts without the lists.
+func TestStatusListsLeftOutInBigGroups(t *testing.T) {
+	svc, ctx := newService(t), context.Background()
+	members := make([]string, 300)
+	for i := range members {
+		members[i] = fmt.Sprint("m", i)
+	}
+	g := must(svc.CreateGroup(ctx, "owner", "big", members))
+	must(svc.Send(ctx, channel.SendRequest{From: "owner", Channel: g.Channel, Body: "hi all", Key: "1"}))
+	for _, u := range members[:3] {
+		must(svc.SetReceipt(ctx, u, g.Channel, 1, "read"))
+	}
+	st := must(svc.Status(ctx, "owner", g.Channel, 1))
+	if st.Members != 301 || st.Read != 3 || st.Delivered != 3 || st.ReadBy != nil || st.DeliveredBy != nil {
+		t.Fatalf("status of a 301-member group: %+v", st)
+	}
+}

@@ -466,3 +466,50 @@ func TestOriginCheck(t *testing.T) {
 		t.Fatalf("same origin: %d", s)
 	}
 }
+
+// Pushed messages reach a session in seq order per channel, even when
+// several members send at once from several sessions.
+func TestEventsInSeqOrder(t *testing.T) {
+	e := newEnv(t)
+	senders := []*ws{e.dial("alice"), e.dial("bob"), e.dial("carol")}
+	watcher := e.dial("dave")
+	g := senders[0].ok(frame{"type": "create_group", "name": "busy", "members": []string{"bob", "carol", "dave"}}, "group")
+	const each = 30
+	for i := range each { // requests pipelined, replies read later
+		for j, s := range senders {
+			s.send(frame{"type": "send", "channel": g["channel"], "body": "x", "key": fmt.Sprint(j, "-", i), "ref": fmt.Sprint(j, "-", i)})
+		}
+	}
+	for want := uint64(1); want <= 3*each; want++ {
+		m := watcher.event("message")
+		if num(m, "seq") != want {
+			t.Fatalf("got seq %v, want %d: out of order or a gap", m["seq"], want)
+		}
+	}
+}
+
+// A user is online while at least one of their sessions is live.
+func TestOnlineWhileAnySessionLives(t *testing.T) {
+	e := newEnv(t)
+	alice := e.dial("alice")
+	b1, b2 := e.dial("bob"), e.dial("bob")
+	p := alice.ok(frame{"type": "presence", "users": []string{"bob"}}, "presence")
+	if p["users"].(map[string]any)["bob"].(map[string]any)["online"] != true {
+		t.Fatalf("presence %v", p)
+	}
+	b1.c.Close(websocket.StatusNormalClosure, "")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n := len(e.srv.Hub.SessionsOf("bob")); n != 1 {
+			return fmt.Errorf("bob has %d sessions", n)
+		}
+		return nil
+	})
+	p = alice.ok(frame{"type": "presence", "users": []string{"bob"}}, "presence")
+	if p["users"].(map[string]any)["bob"].(map[string]any)["online"] != true {
+		t.Fatalf("bob went offline with a session still live: %v", p)
+	}
+	b2.c.Close(websocket.StatusNormalClosure, "")
+	if ev := alice.event("presence"); ev["user"] != "bob" || ev["online"] != false {
+		t.Fatalf("presence event %v", ev)
+	}
+}

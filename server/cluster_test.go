@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/coder/websocket"
 	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/cluster"
 	"github.com/parleychat/parley/config"
+	"github.com/parleychat/parley/conn"
 	"github.com/parleychat/parley/server"
 	"net/http"
 	"slices"
@@ -217,8 +219,18 @@ func TestGracefulLeaveHandsShardsOver(t *testing.T) {
 	for i := range 20 { // some state on every shard first
 		sendRetry(t, nodes[0], channel.SendRequest{From: "a", To: fmt.Sprint("u", i), Body: "x", Key: "1"})
 	}
+	// A session on n4 is told to reconnect elsewhere.
+	session := dialOn(t, n4, "watcher")
 	if err := n4.Drain(ctx); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-session.Done():
+		if code := websocket.CloseStatus(session.Err()); code != conn.CloseGoingAway {
+			t.Fatalf("the session ended with %d (%v), want %d", code, session.Err(), conn.CloseGoingAway)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drained node's session is still open")
 	}
 	// Left (not failed): no grace period to wait out.
 	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3"})

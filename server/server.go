@@ -161,9 +161,9 @@ func ResolveSecret(cfg config.Config) ([]byte, error) {
 	if cfg.Auth.Secret != "" {
 		return []byte(cfg.Auth.Secret), nil
 	}
-	cluster := cfg.BootstrapExpect > 1 || len(cfg.Join) > 0
-	secret, err := auth.LoadOrCreateSecret(cfg.Data, !cluster)
-	if err != nil && cluster {
+	multiNode := cfg.BootstrapExpect > 1 || len(cfg.Join) > 0
+	secret, err := auth.LoadOrCreateSecret(cfg.Data, !multiNode)
+	if err != nil && multiNode {
 		return nil, errors.New("auth.secret is required on a cluster: every node must sign tokens with the same key")
 	}
 	return secret, err
