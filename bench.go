@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -32,7 +33,8 @@ MODE is one of:
   dm          open-loop direct messages at --rate among --users connected users, in
               fixed pairs; latency counts from each send's scheduled time (no
               coordinated omission)
-  throughput  --senders concurrent closed-loop senders, as fast as acks come back
+  throughput  --senders concurrent senders, each with --window sends in flight (a
+              closed loop: the next send goes when an ack comes back)
   group       one message per 1/--rate seconds to a group of --members, all connected;
               reports when the median and the last member got each message
   conns       open and hold --conns idle sessions; reports server memory per session
@@ -53,6 +55,7 @@ type benchOpts struct {
 	rate     float64
 	duration time.Duration
 	senders  int
+	window   int
 	members  int
 	conns    int
 	json     bool
@@ -70,6 +73,8 @@ type benchResult struct {
 	Delivery   *latency       `json:"delivery_ms,omitempty"`
 	LastMember *latency       `json:"last_member_ms,omitempty"`
 	Median     *latency       `json:"median_member_ms,omitempty"`
+	Senders    int            `json:"senders,omitempty"`
+	Window     int            `json:"window,omitempty"`
 	Sessions   int            `json:"sessions,omitempty"`
 	PerSession float64        `json:"server_bytes_per_session,omitempty"`
 }
@@ -153,9 +158,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&o.rate, "rate", 2000, "offered messages per second (dm, group)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long to send")
 	fs.IntVar(&o.senders, "senders", 64, "concurrent senders (throughput)")
+	fs.IntVar(&o.window, "window", 16, "sends in flight per sender (throughput)")
 	fs.IntVar(&o.members, "members", 1000, "group members, all connected (group)")
 	fs.IntVar(&o.conns, "conns", 1000, "idle sessions to hold (conns)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
+	cpuprofile := fs.String("cpuprofile", "", "write the load tool's own CPU profile to this file")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage+"\nflags:\n"); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -178,6 +185,17 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("bench: no secret: %w", err)
 		}
 		o.secret = s
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var res benchResult
 	var err error
@@ -209,6 +227,9 @@ func printResult(w io.Writer, r benchResult) {
 	fmt.Fprintf(w, "\n%s:", r.Mode)
 	if r.Offered > 0 {
 		fmt.Fprintf(w, " offered %.0f/s,", r.Offered)
+	}
+	if r.Senders > 0 {
+		fmt.Fprintf(w, " %d senders x %d in flight,", r.Senders, r.Window)
 	}
 	fmt.Fprintf(w, " achieved %.0f/s, acked %d\n", r.Achieved, r.Sent)
 	if r.Ack != nil {
@@ -357,26 +378,30 @@ func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
 	deadline := start.Add(o.duration)
 	var wg sync.WaitGroup
 	for i, c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; time.Now().Before(deadline); n++ {
-				t0 := time.Now()
-				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err := c.Send(sctx, client.SendArgs{To: users[(i+1)%len(users)], Body: "throughput"})
-				cancel()
-				if err != nil {
-					rec.fail(err)
-					continue
+		// A sender is one session with up to --window sends in flight, as a
+		// client pipelining its outbox; each slot sends again on its ack.
+		for range max(o.window, 1) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					t0 := time.Now()
+					sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					_, err := c.Send(sctx, client.SendArgs{To: users[(i+1)%len(users)], Body: "throughput"})
+					cancel()
+					if err != nil {
+						rec.fail(err)
+						continue
+					}
+					rec.ackAt(time.Since(t0))
 				}
-				rec.ackAt(time.Since(t0))
-			}
-		}()
+			}()
+		}
 	}
 	wg.Wait()
 	close(stop)
 	elapsed := time.Since(start)
-	return benchResult{Mode: "throughput", Achieved: float64(rec.acked.Load()) / elapsed.Seconds(),
+	return benchResult{Mode: "throughput", Senders: len(clients), Window: max(o.window, 1), Achieved: float64(rec.acked.Load()) / elapsed.Seconds(),
 		Sent: rec.acked.Load(), Errors: rec.errors, Ack: summarize(rec.ack)}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -259,6 +260,12 @@ func (s *Service) changeMembers(ctx context.Context, c *Command) ([]string, erro
 // SendRequest is one message to send: To (a user, for a DM) or Channel.
 type SendRequest struct {
 	From, To, Channel, Body, Key string
+
+	// Queued, if set, is called once the message holds its place in its
+	// channel's commit order, usually long before the commit. A caller that
+	// waits for it (or for Send to return) before its next Send has its
+	// messages committed in the order it sent them.
+	Queued func()
 }
 
 // Sent is the outcome of a committed send.
@@ -284,6 +291,10 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (Sent, error) {
 		return Sent{}, err
 	}
 	shard := s.shardOf(ch)
+	if req.Queued != nil {
+		var once sync.Once
+		ctx = cluster.WithQueued(ctx, func() { once.Do(req.Queued) })
+	}
 	res, err := s.propose(ctx, shard, &Command{Op: opSend, User: req.From, Channel: ch,
 		Body: req.Body, Key: req.Key, Ts: s.now().UnixMilli()})
 	if err != nil {

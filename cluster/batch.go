@@ -52,22 +52,38 @@ func newBatcher(r *raft.Raft, maxCmds, inflight int, timeout time.Duration) *bat
 
 // propose queues cmd and waits for its result or ctx.
 func (b *batcher) propose(ctx context.Context, cmd []byte) (any, error) {
+	p, err := b.submit(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	o := b.await(ctx, p)
+	return o.val, o.err
+}
+
+// submit queues cmd: it holds its place in the shard's commit order from
+// here on.
+func (b *batcher) submit(ctx context.Context, cmd []byte) (proposal, error) {
 	p := proposal{cmd: cmd, done: make(chan outcome, 1)}
 	select {
 	case b.in <- p:
+		return p, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		return p, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	case <-b.done:
-		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+		return p, fmt.Errorf("%w: shutting down", ErrUnavailable)
 	}
+}
+
+// await waits for a submitted proposal's outcome.
+func (b *batcher) await(ctx context.Context, p proposal) outcome {
 	select {
 	case o := <-p.done:
-		return o.val, o.err
+		return o
 	case <-ctx.Done():
 		// The command may still commit: the outcome is unknown to the caller.
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+		return outcome{err: fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())}
 	case <-b.done:
-		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+		return outcome{err: fmt.Errorf("%w: shutting down", ErrUnavailable)}
 	}
 }
 

@@ -100,6 +100,9 @@ type Node struct {
 
 	handlersMu sync.RWMutex
 	handlers   map[string]MessageHandler
+
+	linksMu sync.Mutex
+	links   map[string]*fwdLink // forwarding links by leader peer address
 }
 
 type group struct {
@@ -133,7 +136,8 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 		key = PeerKey(cfg.PeerSecret)
 	}
 	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
-		stop: make(chan struct{}), poke: make(chan struct{}, 1), handlers: map[string]MessageHandler{}}
+		stop: make(chan struct{}), poke: make(chan struct{}, 1), handlers: map[string]MessageHandler{},
+		links: map[string]*fwdLink{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
 	if err := n.start(newSM); err != nil {
@@ -406,7 +410,11 @@ func (n *Node) Propose(ctx context.Context, shard int, cmd []byte) (any, error) 
 	if n.IsLeader(shard) {
 		return n.proposeLocal(ctx, shard, cmd)
 	}
-	return n.atLeader(ctx, shard, "/propose", cmd)
+	addr, _, ok := n.leaderPeer(shard)
+	if !ok {
+		return nil, fmt.Errorf("%w: shard %d has no leader", ErrUnavailable, shard)
+	}
+	return n.forward(ctx, addr, shard, cmd)
 }
 
 // atLeader forwards body to the RPC path of shard's leader on another node.
@@ -423,7 +431,13 @@ func (n *Node) proposeLocal(ctx context.Context, shard int, cmd []byte) (any, er
 	if g.raft.State() != raft.Leader {
 		return nil, fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, shard)
 	}
-	return g.batch.propose(ctx, cmd)
+	p, err := g.batch.submit(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	queued(ctx)
+	o := g.batch.await(ctx, p)
+	return o.val, o.err
 }
 
 // SetReadHandler installs the function that serves reads.

@@ -19,7 +19,7 @@ import (
 // pooling and deadlines come from net/http, and every connection passed the
 // mux's secret handshake first.
 //
-//	POST /propose?shard=N   body: command       -> the state machine's result (JSON)
+//	POST /propose-batch     body: proposals     -> their outcomes (forward.go)
 //	POST /read?shard=N      body: encoded read  -> its reply
 //	GET  /progress?shard=N                      -> {"applied": index}
 //	POST /msg/KIND?from=ID  body: anything      -> the handler's reply
@@ -33,7 +33,7 @@ type MessageHandler = func(from string, body []byte) ([]byte, error)
 
 func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /propose", n.handlePropose)
+	mux.HandleFunc("POST /propose-batch", n.handleProposeBatch)
 	mux.HandleFunc("POST /read", n.handleRead)
 	mux.HandleFunc("GET /progress", n.handleProgress)
 	mux.HandleFunc("POST /msg/{kind}", n.handleMsg)
@@ -56,18 +56,6 @@ func rpcError(w http.ResponseWriter, err error) {
 		status = http.StatusServiceUnavailable
 	}
 	http.Error(w, err.Error(), status)
-}
-
-// handlePropose commits a forwarded command here; only the leader proposes,
-// so a forwarded proposal is never forwarded again.
-func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
-	n.serveShard(w, r, func(ctx context.Context, shard int, body []byte) ([]byte, error) {
-		v, err := n.proposeLocal(ctx, shard, body)
-		if err != nil {
-			return nil, err
-		}
-		return json.Marshal(v)
-	})
 }
 
 // handleRead runs a forwarded read here, at the leader.

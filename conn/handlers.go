@@ -25,6 +25,36 @@ func (s *Session) handle(f *Frame) {
 	}
 }
 
+// handleSend serves a send frame like handle, calling queued once the
+// message holds its place in the commit order (see sendPipelined).
+func (s *Session) handleSend(f *Frame, queued func()) {
+	ctx, cancel := context.WithTimeout(s.ctx, requestTimeout)
+	defer cancel()
+	reply, err := s.send(ctx, f, queued)
+	if err != nil {
+		s.replyError(f.Ref, err)
+		return
+	}
+	s.enqueue(encode(reply))
+}
+
+func (s *Session) send(ctx context.Context, f *Frame, queued func()) (any, error) {
+	start := time.Now()
+	sent, err := s.hub.svc.Send(ctx, channel.SendRequest{From: s.user, To: f.To, Channel: f.Channel,
+		Body: f.Body, Key: f.Key, Queued: queued})
+	result := "sent"
+	if err != nil {
+		result = channel.Code(err)
+	} else if sent.Duplicate {
+		result = "duplicate"
+	}
+	s.hub.metrics.send(result, time.Since(start))
+	if err != nil {
+		return nil, err
+	}
+	return sentFrame{Type: "sent", Ref: f.Ref, Channel: sent.Channel, Seq: sent.Seq, Ts: sent.Ts, Duplicate: sent.Duplicate}, nil
+}
+
 // serve runs a request against the channel service; a nil reply means the
 // frame type has none.
 func (s *Session) serve(ctx context.Context, f *Frame) (any, error) {
@@ -33,19 +63,7 @@ func (s *Session) serve(ctx context.Context, f *Frame) (any, error) {
 	case "hello":
 		return nil, badRequest("already said hello")
 	case "send":
-		start := time.Now()
-		sent, err := svc.Send(ctx, channel.SendRequest{From: user, To: f.To, Channel: f.Channel, Body: f.Body, Key: f.Key})
-		result := "sent"
-		if err != nil {
-			result = channel.Code(err)
-		} else if sent.Duplicate {
-			result = "duplicate"
-		}
-		s.hub.metrics.send(result, time.Since(start))
-		if err != nil {
-			return nil, err
-		}
-		return sentFrame{Type: "sent", Ref: f.Ref, Channel: sent.Channel, Seq: sent.Seq, Ts: sent.Ts, Duplicate: sent.Duplicate}, nil
+		return s.send(ctx, f, nil)
 	case "create_group":
 		g, err := svc.CreateGroup(ctx, user, f.Name, f.Members)
 		if err != nil {

@@ -30,9 +30,10 @@ type Session struct {
 	ws      *websocket.Conn
 	limiter *rate.Limiter // shared by the user's sessions; set by register
 
-	out      outQueue     // frames to write, bounded
-	reqs     requestQueue // requests to handle in order, bounded
-	lastSeen atomic.Int64 // unix ns of the last frame or pong received
+	out      outQueue      // frames to write, bounded
+	reqs     requestQueue  // requests to handle in order, bounded
+	sends    chan struct{} // a token per send in flight; made by the handler on the first send
+	lastSeen atomic.Int64  // unix ns of the last frame or pong received
 
 	// watching is the users whose presence this session asked for; guarded
 	// by hub.mu.
@@ -173,7 +174,42 @@ func (s *Session) handleRequests() {
 		if !ok || s.ctx.Err() != nil {
 			return
 		}
+		if f.Type == "send" {
+			s.sendPipelined(f)
+			continue
+		}
 		s.handle(f)
+	}
+}
+
+// maxSendsInFlight bounds a session's sends waiting for their commit.
+const maxSendsInFlight = 64
+
+// sendPipelined starts a send and returns once it holds its place in its
+// channel's commit order (or has failed): the next request need not wait
+// for the commit, and a client's pipelined sends still commit in the order
+// it sent them.
+func (s *Session) sendPipelined(f *Frame) {
+	if s.sends == nil {
+		s.sends = make(chan struct{}, maxSendsInFlight)
+	}
+	select {
+	case s.sends <- struct{}{}:
+	case <-s.ctx.Done():
+		return
+	}
+	queued, done := make(chan struct{}), make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sends }()
+		defer close(done)
+		s.handleSend(f, func() { close(queued) })
+	}()
+	select {
+	case <-queued:
+	case <-done:
+	case <-s.ctx.Done():
 	}
 }
 

@@ -400,3 +400,62 @@ func TestForeignNodesAreRefused(t *testing.T) {
 		t.Fatal("the node with another shard count says it is ready")
 	}
 }
+
+// A session may pipeline its sends (not wait for each ack); they commit in
+// the order it sent them, also through a node that forwards them to the
+// shard's leader.
+func TestPipelinedSendsCommitInOrder(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	ctx := context.Background()
+	g, err := nodes[0].Service.CreateGroup(ctx, "alice", "ordered", []string{"bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := cluster.ShardOf(g.Channel, nodes[0].Node().Shards())
+	for _, n := range nodes {
+		if n.Node().IsLeader(shard) {
+			continue
+		}
+		tok, _, _ := auth.NewIssuer([]byte("test-secret-0123456789"), time.Hour).Mint("alice")
+		ws, _, err := websocket.Dial(ctx, "ws://"+n.HTTPAddr()+"/v1/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		write := func(f map[string]any) {
+			b, _ := json.Marshal(f)
+			if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(map[string]any{"type": "hello", "token": tok})
+		const count = 60
+		for i := range count {
+			write(map[string]any{"type": "send", "channel": g.Channel, "body": fmt.Sprint(i), "key": fmt.Sprint("k", i), "ref": fmt.Sprint(i)})
+		}
+		seqs := map[string]float64{}
+		for len(seqs) < count {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, raw, err := ws.Read(rctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("after %d acks: %v", len(seqs), err)
+			}
+			var f map[string]any
+			json.Unmarshal(raw, &f)
+			switch f["type"] {
+			case "sent":
+				seqs[f["ref"].(string)] = f["seq"].(float64)
+			case "error":
+				t.Fatalf("send refused: %s", raw)
+			}
+		}
+		for i := 1; i < count; i++ {
+			if seqs[fmt.Sprint(i)] != seqs[fmt.Sprint(i-1)]+1 {
+				t.Fatalf("send %d got seq %v after send %d's %v: not in the order sent", i, seqs[fmt.Sprint(i)], i-1, seqs[fmt.Sprint(i-1)])
+			}
+		}
+		return
+	}
+	t.Fatal("every node leads the shard")
+}
