@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 func TestForwardBatchEncoding(t *testing.T) {
@@ -39,5 +41,27 @@ func TestForwardBatchEncoding(t *testing.T) {
 	}
 	if _, err := decodeOutcomes(reply[:5], 3); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("a short reply: %v", err)
+	}
+}
+
+func TestBeatResponseEncoding(t *testing.T) {
+	in := &raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: 3, ID: []byte("n2"), Addr: []byte("127.0.0.2:7947")},
+		Term: 7, LastLog: 42, Success: true}
+	b := appendBeatResponse(nil, in, nil)
+	b = appendBeatResponse(b, nil, errors.New("raft is shutting down"))
+	var out raft.AppendEntriesResponse
+	rest, itemErr, err := decodeBeatResponse(b, &out)
+	if err != nil || itemErr != nil || out.Term != 7 || out.LastLog != 42 || !out.Success || out.NoRetryBackoff ||
+		string(out.ID) != "n2" || string(out.Addr) != "127.0.0.2:7947" || out.ProtocolVersion != 3 {
+		t.Fatalf("decoded %+v, %v, %v", out, itemErr, err)
+	}
+	rest, itemErr, err = decodeBeatResponse(rest, &out)
+	if err != nil || itemErr == nil || len(rest) != 0 {
+		t.Fatalf("a refused heartbeat: %v, %v, %d bytes left", itemErr, err, len(rest))
+	}
+	for i := range len(appendBeatResponse(nil, in, nil)) { // every cut of the first answer
+		if _, _, err := decodeBeatResponse(b[:i], &out); err == nil {
+			t.Fatalf("an answer cut at %d bytes was read", i)
+		}
 	}
 }

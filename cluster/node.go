@@ -66,7 +66,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout: time.Second,
 		ElectionTimeout:  time.Second,
 		CommitTimeout:    time.Second,
-		LeaderLease:      500 * time.Millisecond,
+		LeaderLease:      time.Second,
 		MaxBatch:         512,
 		Inflight:         4,
 	}
@@ -103,12 +103,14 @@ type Node struct {
 
 	linksMu sync.Mutex
 	links   map[string]*fwdLink // forwarding links by leader peer address
+
+	beats *beats // heartbeats coalesced per peer node
 }
 
 type group struct {
 	shard int
 	raft  *raft.Raft
-	trans *raft.NetworkTransport
+	trans *beatTransport
 	fsm   *fsm
 	batch *batcher
 }
@@ -140,6 +142,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 		links: map[string]*fwdLink{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
+	n.beats = newBeats(n, cfg.Shards, cfg.HeartbeatTimeout)
 	if err := n.start(newSM); err != nil {
 		n.Close()
 		return nil, err
@@ -248,13 +251,14 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 		Timeout: 10 * time.Second,
 		Logger:  newHclog(n.log.With("sys", "raft-net", "shard", shard), "raft-net"),
 	})
+	bt := &beatTransport{NetworkTransport: trans, beats: n.beats, shard: shard}
 	f := newFSM(shard, sm, n.st)
-	r, err := raft.NewRaft(n.raftConfig(shard), f, logs, logs, snaps, trans)
+	r, err := raft.NewRaft(n.raftConfig(shard), f, logs, logs, snaps, bt)
 	if err != nil {
 		trans.Close()
 		return err
 	}
-	g := &group{shard: shard, raft: r, trans: trans, fsm: f,
+	g := &group{shard: shard, raft: r, trans: bt, fsm: f,
 		batch: newBatcher(r, n.cfg.MaxBatch, n.cfg.Inflight, 5*time.Second)}
 	n.groups = append(n.groups, g)
 	n.goRun(func() { g.batch.run(n.stop) })
@@ -469,7 +473,10 @@ func (n *Node) readLocal(ctx context.Context, shard int, op []byte) ([]byte, err
 func (n *Node) Linearize(ctx context.Context, shard int) error {
 	g := n.groups[shard]
 	commit := g.raft.CommitIndex()
-	if err := g.raft.VerifyLeader().Error(); err != nil {
+	done := n.beats.verifying(shard)
+	err := g.raft.VerifyLeader().Error()
+	done()
+	if err != nil {
 		return fmt.Errorf("%w: shard %d: %v", ErrUnavailable, shard, err)
 	}
 	wait := time.NewTimer(20 * time.Millisecond)

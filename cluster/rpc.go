@@ -21,6 +21,7 @@ import (
 //
 //	POST /propose-batch     body: proposals     -> their outcomes (forward.go)
 //	POST /read?shard=N      body: encoded read  -> its reply
+//	POST /beats             body: heartbeats    -> raft's answers (heartbeat.go)
 //	GET  /progress?shard=N                      -> {"applied": index}
 //	POST /msg/KIND?from=ID  body: anything      -> the handler's reply
 const kindRPC byte = 'h'
@@ -35,6 +36,7 @@ func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /propose-batch", n.handleProposeBatch)
 	mux.HandleFunc("POST /read", n.handleRead)
+	mux.HandleFunc("POST /beats", n.handleBeats)
 	mux.HandleFunc("GET /progress", n.handleProgress)
 	mux.HandleFunc("POST /msg/{kind}", n.handleMsg)
 	return mux

@@ -459,3 +459,58 @@ func TestPipelinedSendsCommitInOrder(t *testing.T) {
 	}
 	t.Fatal("every node leads the shard")
 }
+
+// Raft heartbeats go out coalesced, several shards' per RPC, and keep every
+// shard's leader in place: no term changes while the cluster idles.
+func TestHeartbeatsCoalesced(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	terms := func() []uint64 {
+		var out []uint64
+		for _, n := range nodes {
+			for _, s := range n.Node().Stats(false) {
+				out = append(out, s.Term)
+			}
+		}
+		return out
+	}
+	// Let placement settle: every shard with 3 voters and a leader.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, s := range nodes[0].Node().Stats(false) {
+			if len(s.Voters) != 3 || s.Leader == "" {
+				return fmt.Errorf("shard %d: voters %v leader %q", s.Shard, s.Voters, s.Leader)
+			}
+		}
+		return nil
+	})
+	before := terms()
+	var rpcs0, beats0 [3]uint64
+	for i, n := range nodes {
+		rpcs0[i], beats0[i] = n.Node().HeartbeatStats()
+	}
+	shards := uint64(nodes[0].Node().Shards())
+	// Each shard's leader heartbeats two followers: wait for twenty rounds'
+	// worth across the cluster.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var beats uint64
+		for i, n := range nodes {
+			_, b := n.Node().HeartbeatStats()
+			beats += b - beats0[i]
+		}
+		if beats < 20*2*shards {
+			return fmt.Errorf("%d heartbeats so far", beats)
+		}
+		return nil
+	})
+	var rpcs, beats uint64
+	for i, n := range nodes {
+		r, b := n.Node().HeartbeatStats()
+		rpcs, beats = rpcs+r-rpcs0[i], beats+b-beats0[i]
+	}
+	if float64(beats) < 1.5*float64(rpcs) {
+		t.Fatalf("%d heartbeats in %d RPCs: not coalesced", beats, rpcs)
+	}
+	if after := terms(); !slices.Equal(before, after) {
+		t.Fatalf("terms moved while idle (an election): %v -> %v", before, after)
+	}
+	t.Logf("%d heartbeats in %d RPCs", beats, rpcs)
+}

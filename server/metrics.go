@@ -15,6 +15,7 @@ type collector struct {
 	sessions, users, slowCloses, rateLimited, idleCloses, peerDrops *prometheus.Desc
 	leader, commit, applied, lastContact                            *prometheus.Desc
 	diskBytes, compactions                                          *prometheus.Desc
+	beatRPCs, beats                                                 *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -34,12 +35,14 @@ func newCollector(s *Server) *collector {
 		lastContact: d("parley_raft_last_contact_seconds", "Since a follower last heard from its leader.", "shard"),
 		diskBytes:   d("parley_pebble_disk_bytes", "Size of the node's Pebble database on disk."),
 		compactions: d("parley_pebble_compactions_total", "Pebble compactions run."),
+		beatRPCs:    d("parley_raft_heartbeat_rpcs_total", "RPCs that carried this node's Raft heartbeats to its peers (coalesced)."),
+		beats:       d("parley_raft_heartbeats_total", "Raft heartbeats this node sent, all shards."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.users, c.slowCloses, c.rateLimited, c.idleCloses, c.peerDrops,
-		c.leader, c.commit, c.applied, c.lastContact, c.diskBytes, c.compactions} {
+		c.leader, c.commit, c.applied, c.lastContact, c.diskBytes, c.compactions, c.beatRPCs, c.beats} {
 		ch <- d
 	}
 }
@@ -69,6 +72,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.applied, float64(sh.Applied), shard)
 		gauge(c.lastContact, float64(sh.Contact)/1000, shard)
 	}
+	rpcs, beats := c.s.node.HeartbeatStats()
+	counter(c.beatRPCs, float64(rpcs))
+	counter(c.beats, float64(beats))
 	m := c.s.store.DB().Metrics()
 	gauge(c.diskBytes, float64(m.DiskSpaceUsage()))
 	counter(c.compactions, float64(m.Compact.Count))
