@@ -65,7 +65,7 @@ func DefaultConfig() Config {
 		GossipAddr:       "127.0.0.1:0",
 		HeartbeatTimeout: time.Second,
 		ElectionTimeout:  time.Second,
-		CommitTimeout:    time.Second,
+		CommitTimeout:    5 * time.Second,
 		LeaderLease:      time.Second,
 		MaxBatch:         512,
 		Inflight:         4,
