@@ -38,8 +38,9 @@ type memberState struct {
 
 // membership wraps memberlist: who is in the cluster, where to reach them.
 type membership struct {
-	ml  *memberlist.Memberlist
-	log *slog.Logger
+	ml   *memberlist.Memberlist
+	log  *slog.Logger
+	addr string // the gossip address bound
 
 	mu       sync.Mutex // guards the fields below
 	self     nodeMeta
@@ -88,6 +89,10 @@ func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*memb
 		return nil, fmt.Errorf("gossip on %s: %w", c.Bind, err)
 	}
 	m.ml = ml
+	// Read once: memberlist rewrites its local node's fields (under its own
+	// lock) whenever our metadata changes.
+	n := ml.LocalNode()
+	m.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	return m, nil
 }
 
@@ -111,10 +116,7 @@ func (m *membership) join(addrs []string, stop <-chan struct{}) {
 }
 
 // Addr is the gossip address actually bound (the port may have been 0).
-func (m *membership) Addr() string {
-	n := m.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (m *membership) Addr() string { return m.addr }
 
 // setCluster records the cluster id in our gossiped metadata.
 func (m *membership) setCluster(id string) {
