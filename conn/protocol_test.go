@@ -1,7 +1,11 @@
 package conn_test
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -511,5 +515,55 @@ func TestOnlineWhileAnySessionLives(t *testing.T) {
 	b2.c.Close(websocket.StatusNormalClosure, "")
 	if ev := alice.event("presence"); ev["user"] != "bob" || ev["online"] != false {
 		t.Fatalf("presence event %v", ev)
+	}
+}
+
+// A client that sends its hello in the same packet as the upgrade request
+// (before it has seen the 101) still gets its session: the bytes net/http
+// read ahead are handed over with the connection.
+func TestHelloBeforeUpgradeResponse(t *testing.T) {
+	e := newEnv(t)
+	c, err := net.Dial("tcp", e.srv.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hello, _ := json.Marshal(frame{"type": "hello", "token": e.token("alice")})
+	req := "GET /v1/ws HTTP/1.1\r\nHost: " + e.srv.HTTPAddr() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	// A masked text frame, as a client must send (a 16-bit length).
+	mask := [4]byte{1, 2, 3, 4}
+	f := []byte{0x81, 0x80 | 126, byte(len(hello) >> 8), byte(len(hello))}
+	f = append(f, mask[:]...)
+	for i, b := range hello {
+		f = append(f, b^mask[i%4])
+	}
+	if _, err := c.Write(append([]byte(req), f...)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	// The server's first frame: unmasked text, short length.
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil {
+		t.Fatal(err)
+	}
+	n := int(head[1] & 0x7f)
+	if n == 126 {
+		ext := make([]byte, 2)
+		io.ReadFull(br, ext)
+		n = int(ext[0])<<8 | int(ext[1])
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	var welcome frame
+	if json.Unmarshal(body, &welcome) != nil || welcome["type"] != "welcome" || welcome["user"] != "alice" {
+		t.Fatalf("first frame %q, want alice's welcome", body)
 	}
 }

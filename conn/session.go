@@ -28,6 +28,7 @@ type Session struct {
 	user    string
 	hub     *Hub
 	ws      *websocket.Conn
+	conn    *corkConn     // under ws: gathers a burst of frames into one write
 	limiter *rate.Limiter // shared by the user's sessions; set by register
 
 	out      outQueue      // frames to write, bounded
@@ -51,10 +52,12 @@ func newSessionID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// ServeWS upgrades the request and runs the session until it ends.
+// ServeWS upgrades the request and starts the session on its own goroutine:
+// the request's goroutine, its stack and net/http's buffers are let go.
 func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	var s *Session
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	up := &upgrader{ResponseWriter: w}
+	ws, err := websocket.Accept(up, r, &websocket.AcceptOptions{
 		OriginPatterns: h.opt.Origins,
 		OnPongReceived: func(context.Context, []byte) {
 			if s != nil {
@@ -66,21 +69,25 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered the request
 	}
 	ws.SetReadLimit(int64(h.opt.MaxFrame))
-	user, ok := h.hello(ws)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s = &Session{id: newSessionID(), user: user, hub: h, ws: ws, ctx: ctx, cancel: cancel,
-		out: outQueue{max: h.opt.SendQueue}, watching: map[string]struct{}{}}
-	s.lastSeen.Store(time.Now().UnixNano())
-	if !h.register(s) {
-		cancel()
-		ws.Close(CloseTooManySession, "too many sessions for this user, or the node is closing")
-		return
-	}
-	s.enqueue(encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID}))
-	s.run()
+	go func() {
+		user, ok := h.hello(ws)
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		s = &Session{id: newSessionID(), user: user, hub: h, ws: ws, conn: up.conn, ctx: ctx, cancel: cancel,
+			out: outQueue{max: h.opt.SendQueue}, watching: map[string]struct{}{}}
+		s.lastSeen.Store(time.Now().UnixNano())
+		if !h.register(s) {
+			cancel()
+			ws.Close(CloseTooManySession, "too many sessions for this user, or the node is closing")
+			return
+		}
+		s.enqueue(encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID}))
+		// Checking the token grew this goroutine's stack; the session reads
+		// on a fresh one, which stays small while the session is idle.
+		go s.run()
+	}()
 }
 
 // hello waits for the first frame, which must be a hello with a valid
@@ -120,7 +127,9 @@ func (s *Session) run() {
 
 func (s *Session) readLoop() {
 	for {
-		typ, raw, err := s.ws.Read(s.ctx)
+		// No context: a session ends by closing its connection (closeWith),
+		// and a Read with one would register and drop a cancel hook each time.
+		typ, raw, err := s.ws.Read(context.Background())
 		if err != nil {
 			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
 				s.hub.log.Debug("session sent an oversized frame", "user", s.user)
@@ -221,14 +230,21 @@ func (s *Session) writeQueued() {
 		if frames == nil {
 			return
 		}
+		// The frames go into the corked connection (no syscall, no timer
+		// each) and out in one write, which gives up at the deadline.
+		s.conn.cork(time.Now().Add(s.hub.opt.WriteTimeout))
 		for _, f := range frames {
-			ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.WriteTimeout)
-			err := s.ws.Write(ctx, websocket.MessageText, f.b)
-			cancel()
-			if err != nil {
+			if err := s.ws.Write(context.Background(), websocket.MessageText, f.b); err != nil {
+				s.conn.uncork()
 				s.ws.CloseNow()
 				return // the queue stays marked busy: nothing more is written
 			}
+		}
+		if err := s.conn.uncork(); err != nil {
+			s.ws.CloseNow()
+			return
+		}
+		for _, f := range frames {
 			s.hub.delivered.Add(1)
 			s.hub.metrics.delivered(f.ts)
 		}

@@ -1,0 +1,152 @@
+package conn
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// What a session's connection costs. After the upgrade net/http would
+// leave each WebSocket its 4 KiB read and 4 KiB write buffers and the
+// goroutine that served the request (its deep stack, the request). Here the
+// upgrade hands coder/websocket small buffers over a corkConn, and the
+// handler returns: the session runs on a fresh goroutine.
+
+// Buffer sizes for a session's connection. Reads of a frame's payload
+// larger than readBufSize go straight into the frame; writes go through a
+// corkConn, which gathers them while the writer flushes its queue.
+const (
+	readBufSize  = 512
+	writeBufSize = 256
+)
+
+// upgrader is the ResponseWriter given to websocket.Accept: its Hijack
+// returns the connection as a corkConn with small buffers.
+type upgrader struct {
+	http.ResponseWriter
+	conn *corkConn // set by Hijack
+}
+
+func (u *upgrader) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+
+func (u *upgrader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(u.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	u.conn = &corkConn{Conn: c}
+	br := brw.Reader
+	// The client may have sent its first frames already (the 101 leaves
+	// before the hijack); net/http's reader holds them. They move into the
+	// small reader's buffer, so net/http's 4 KiB can go.
+	if n := br.Buffered(); n <= readBufSize {
+		early, _ := br.Peek(n)
+		small := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), u.conn), readBufSize)
+		if _, err := small.Peek(n); err == nil {
+			br = small
+		}
+	}
+	return u.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(u.conn, writeBufSize)), nil
+}
+
+// corkFlushAt is how much a corked connection gathers before it writes
+// some out anyway.
+const corkFlushAt = 64 << 10
+
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// corkConn is a session's network connection. While corked (the writer is
+// flushing its queue), what coder/websocket writes is gathered and goes out
+// in one write when uncorked: a burst of frames costs one syscall, not one
+// each. Uncorked it writes through (pings, pongs and close frames written
+// between bursts).
+type corkConn struct {
+	net.Conn
+	mu       sync.Mutex
+	corked   bool
+	deadline time.Time
+	buf      *[]byte
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	if len(*c.buf)+len(p) > corkFlushAt {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	*c.buf = append(*c.buf, p...)
+	return len(p), nil
+}
+
+// cork gathers writes until uncork; a write that must go out before then
+// (too much gathered) gives up at deadline.
+func (c *corkConn) cork(deadline time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked, c.deadline = true, deadline
+	if c.buf == nil {
+		c.buf = corkBufs.Get().(*[]byte)
+	}
+}
+
+// uncork writes what was gathered, giving up at the cork's deadline, and
+// writes through again.
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.flushLocked()
+	c.corked = false
+	if c.buf != nil && cap(*c.buf) <= corkFlushAt*2 {
+		*c.buf = (*c.buf)[:0]
+		corkBufs.Put(c.buf)
+	}
+	c.buf = nil
+	return err
+}
+
+// Close closes like net/http does: FIN first, then what the client still
+// sends is read and dropped for a moment before the socket closes. Closing
+// with unread bytes would send a reset, and the client could lose the close
+// frame that says why (a 1009 for an oversized frame arrives while the rest
+// of that frame is still coming).
+func (c *corkConn) Close() error {
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok {
+		return c.Conn.Close()
+	}
+	if err := tc.CloseWrite(); err != nil {
+		return tc.Close()
+	}
+	go func() {
+		tc.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, io.LimitReader(tc, lingerBytes))
+		tc.Close()
+	}()
+	return nil
+}
+
+// How long, and how much, a closing session's connection still reads.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 256 << 10
+)
+
+func (c *corkConn) flushLocked() error {
+	if c.buf == nil || len(*c.buf) == 0 {
+		return nil
+	}
+	c.Conn.SetWriteDeadline(c.deadline)
+	_, err := c.Conn.Write(*c.buf)
+	c.Conn.SetWriteDeadline(time.Time{})
+	*c.buf = (*c.buf)[:0]
+	return err
+}
