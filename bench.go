@@ -58,6 +58,7 @@ type benchOpts struct {
 	window   int
 	members  int
 	conns    int
+	hold     time.Duration
 	json     bool
 	out      io.Writer
 }
@@ -161,6 +162,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.window, "window", 16, "sends in flight per sender (throughput)")
 	fs.IntVar(&o.members, "members", 1000, "group members, all connected (group)")
 	fs.IntVar(&o.conns, "conns", 1000, "idle sessions to hold (conns)")
+	fs.DurationVar(&o.hold, "hold", 0, "keep the sessions open this long after measuring, to inspect the server (conns)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
 	cpuprofile := fs.String("cpuprofile", "", "write the load tool's own CPU profile to this file")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage+"\nflags:\n"); fs.PrintDefaults() }
@@ -320,7 +322,7 @@ func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
 	var scheduled sync.Map // key -> scheduled time
 	clients, err := connectUsers(ctx, o, users, func(user string, ev client.Event) {
 		if t, ok := scheduled.Load(ev.Key); ok && ev.From != user {
-			rec.deliveredAt(time.Since(t.(time.Time)))
+			rec.deliveredAt(ev.Received.Sub(t.(time.Time)))
 		}
 	})
 	if err != nil {
@@ -411,9 +413,15 @@ func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
 	var mu sync.Mutex
 	arrivals := map[string][]float64{} // key -> delivery latencies (ms)
 	var scheduled sync.Map
+	warmKey := fmt.Sprintf("warmup-%x", rand.Uint32())
+	var warm atomic.Int64
 	clients, err := connectUsers(ctx, o, users, func(user string, ev client.Event) {
+		if ev.Key == warmKey {
+			warm.Add(1)
+			return
+		}
 		if t, ok := scheduled.Load(ev.Key); ok {
-			d := float64(time.Since(t.(time.Time)).Microseconds()) / 1000
+			d := float64(ev.Received.Sub(t.(time.Time)).Microseconds()) / 1000
 			mu.Lock()
 			arrivals[ev.Key] = append(arrivals[ev.Key], d)
 			mu.Unlock()
@@ -429,6 +437,18 @@ func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
 	cancel()
 	if err != nil {
 		return benchResult{}, fmt.Errorf("bench: create group: %w", err)
+	}
+	// Warm up: creating the group pushes every member a members event
+	// listing all the others (quadratic in the size, by the protocol); one
+	// message reaching everyone says that is over and the measuring begins.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = clients[0].Send(wctx, client.SendArgs{Channel: g.Channel, Body: "warm-up", Key: warmKey})
+	cancel()
+	if err != nil {
+		return benchResult{}, fmt.Errorf("bench: warm-up message: %w", err)
+	}
+	if !waitFor(func() bool { return warm.Load() >= int64(len(users)) }, 2*time.Minute) {
+		return benchResult{}, fmt.Errorf("bench: the warm-up message reached %d of %d members in 2 minutes", warm.Load(), len(users))
 	}
 	stop := make(chan struct{})
 	go progress(o, rec, stop)
@@ -522,6 +542,10 @@ func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
 	if len(conns) > 0 {
 		per = float64(after-before) / float64(len(conns))
 	}
+	if o.hold > 0 {
+		fmt.Fprintf(os.Stderr, "holding %d sessions for %v\n", len(conns), o.hold)
+		time.Sleep(o.hold)
+	}
 	return benchResult{Mode: "conns", Sessions: len(conns), PerSession: per, Errors: rec.errors}, nil
 }
 
@@ -552,9 +576,14 @@ func userNames(prefix string, n int) []string {
 	return out
 }
 
-func waitFor(cond func() bool, max time.Duration) {
+// waitFor polls cond until it holds (true) or max has passed (false).
+func waitFor(cond func() bool, max time.Duration) bool {
 	deadline := time.Now().Add(max)
-	for !cond() && time.Now().Before(deadline) {
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return true
 }

@@ -48,7 +48,7 @@ type Event struct {
 	Removed  []string `json:"removed"`
 	Online   bool     `json:"online"`
 	LastSeen int64    `json:"last_seen"`
-	// Received is when the client read the frame.
+	// Received is when the client read the frame off the socket.
 	Received time.Time `json:"-"`
 }
 
@@ -264,36 +264,34 @@ func (c *Client) readLoop(ws *websocket.Conn) error {
 		if err != nil {
 			return err
 		}
-		c.frame(raw)
+		c.frame(raw, time.Now())
 	}
 }
 
 // frame routes one server frame: a reply to its waiting request, anything
 // else to Events.
-func (c *Client) frame(raw []byte) {
-	var head struct {
-		Type string `json:"type"`
-		Ref  string `json:"ref"`
+func (c *Client) frame(raw []byte, received time.Time) {
+	// One decoding serves both: a reply goes to its request as raw JSON
+	// (its caller decodes its own fields), anything else is an event.
+	var f struct {
+		Event
+		Ref string `json:"ref"`
 	}
-	if json.Unmarshal(raw, &head) != nil {
+	if json.Unmarshal(raw, &f) != nil {
 		return
 	}
-	if head.Ref != "" && head.Type != "message" {
+	if f.Ref != "" && f.Type != "message" {
 		c.mu.Lock()
-		ch := c.pending[head.Ref]
-		delete(c.pending, head.Ref)
+		ch := c.pending[f.Ref]
+		delete(c.pending, f.Ref)
 		c.mu.Unlock()
 		if ch != nil {
 			ch <- raw
 			return
 		}
 	}
-	var ev Event
-	if json.Unmarshal(raw, &ev) != nil {
-		return
-	}
-	ev.Received = time.Now()
-	c.inbox.push(inboxItem{ev: ev})
+	f.Event.Received = received
+	c.inbox.push(inboxItem{ev: f.Event})
 }
 
 func (c *Client) emit(ev Event) {
