@@ -164,9 +164,11 @@ func (h *Hub) deliverEvent(ev channel.Event) {
 func (h *Hub) deliver(users []string, frame []byte) { h.deliverAt(users, frame, 0) }
 
 // deliverAt is deliver for a message committed at ts (ms), for the latency metric.
+// Other nodes get theirs first: they write to their sessions while this
+// node writes to its own.
 func (h *Hub) deliverAt(users []string, frame []byte, ts int64) {
-	h.deliverLocal(users, frame, "", ts)
 	h.forward(users, frame, ts)
+	h.deliverLocal(users, frame, "", ts)
 }
 
 func orEmpty(s []string) []string {
