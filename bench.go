@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,18 +51,21 @@ examples:
 `
 
 type benchOpts struct {
-	servers  []string
-	secret   []byte
-	users    int
-	rate     float64
-	duration time.Duration
-	senders  int
-	window   int
-	members  int
-	conns    int
-	hold     time.Duration
-	json     bool
-	out      io.Writer
+	servers    []string
+	secret     []byte
+	users      int
+	rate       float64
+	duration   time.Duration
+	senders    int
+	window     int
+	members    int
+	conns      int
+	hold       time.Duration
+	procs      int  // load processes for conns (0: as many as the file limit needs)
+	connsFrom  int  // first user index of a child's share
+	connsChild bool // this process holds a share for a parent
+	json       bool
+	out        io.Writer
 }
 
 // benchResult is what a run prints at the end (and with --json).
@@ -163,6 +168,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.members, "members", 1000, "group members, all connected (group)")
 	fs.IntVar(&o.conns, "conns", 1000, "idle sessions to hold (conns)")
 	fs.DurationVar(&o.hold, "hold", 0, "keep the sessions open this long after measuring, to inspect the server (conns)")
+	fs.IntVar(&o.procs, "procs", 0, "processes holding the sessions (conns; 0: one per 19,000, the file limit)")
+	fs.IntVar(&o.connsFrom, "conns-from", 0, "internal: a child's first user index")
+	fs.BoolVar(&o.connsChild, "conns-child", false, "internal: hold a share of the sessions for a parent bench process")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
 	cpuprofile := fs.String("cpuprofile", "", "write the load tool's own CPU profile to this file")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage+"\nflags:\n"); fs.PrintDefaults() }
@@ -489,21 +497,110 @@ func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
 }
 
 // benchConns holds idle sessions, dialled from several 127.0.0.x source
-// addresses, and reads the server's memory before and after.
+// addresses and, past what one process may hold open (the file limit),
+// from several processes, and reads the servers' memory before and after.
 func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
-	before, err := serverMemory(o.servers[0])
+	if o.connsChild {
+		return benchResult{}, connsChild(ctx, o)
+	}
+	before, err := serversMemory(o.servers)
 	if err != nil {
 		return benchResult{}, err
 	}
-	issuer := auth.NewIssuer(o.secret, 24*time.Hour)
-	var conns []*websocket.Conn
+	procs := o.procs
+	if procs < 1 {
+		procs = (o.conns + connsPerProcess - 1) / connsPerProcess
+	}
+	each := (o.conns + procs - 1) / procs
+	rec := newRecorder()
+	held := 0
+	// This process holds the first share; each other share is a child
+	// process (parley bench --conns-child) that says "ready" when it holds
+	// its sessions and lets them go when its stdin closes.
+	var children []*exec.Cmd
+	var stdins []io.Closer // a child holds its sessions while its stdin is open
+	defer func() {
+		for i, c := range children {
+			stdins[i].Close()
+			c.Wait()
+		}
+	}()
+	for p := 1; p < procs; p++ {
+		from := p * each
+		n := min(each, o.conns-from)
+		if n <= 0 {
+			break
+		}
+		cmd := exec.CommandContext(ctx, os.Args[0], "bench", "--servers", strings.Join(o.servers, ","), "--secret", string(o.secret),
+			"--conns", strconv.Itoa(n), "--conns-from", strconv.Itoa(from), "--conns-child", "conns")
+		stdin, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return benchResult{}, fmt.Errorf("bench: start a conns process: %w", err)
+		}
+		children, stdins = append(children, cmd), append(stdins, stdin)
+		var got int
+		var errs map[string]int
+		if _, err := fmt.Fscanf(out, "ready %d\n", &got); err != nil {
+			return benchResult{}, fmt.Errorf("bench: a conns process failed: %w", err)
+		}
+		json.NewDecoder(out).Decode(&errs)
+		held += got
+		for code, k := range errs {
+			rec.errors[code] += k
+		}
+		if !o.json {
+			fmt.Fprintf(o.out, "%d sessions (process %d)\n", held, p+1)
+		}
+	}
+	conns := holdSessions(ctx, o, 0, min(each, o.conns), rec)
 	defer func() {
 		for _, c := range conns {
 			c.CloseNow()
 		}
 	}()
+	held += len(conns)
+	time.Sleep(2 * time.Second) // let the servers settle before measuring
+	after, err := serversMemory(o.servers)
+	if err != nil {
+		return benchResult{}, err
+	}
+	per := 0.0
+	if held > 0 {
+		per = float64(after-before) / float64(held)
+	}
+	if o.hold > 0 {
+		fmt.Fprintf(os.Stderr, "holding %d sessions for %v\n", held, o.hold)
+		time.Sleep(o.hold)
+	}
+	return benchResult{Mode: "conns", Sessions: held, PerSession: per, Errors: rec.errors}, nil
+}
+
+// connsPerProcess is how many sessions one load process holds: under the
+// 20,000 files a process may open here.
+const connsPerProcess = 19000
+
+// connsChild holds its share of the sessions for a parent bench process.
+func connsChild(ctx context.Context, o benchOpts) error {
 	rec := newRecorder()
-	for i := range o.conns {
+	conns := holdSessions(ctx, o, o.connsFrom, o.conns, rec)
+	fmt.Fprintf(o.out, "ready %d\n", len(conns))
+	json.NewEncoder(o.out).Encode(rec.errors)
+	io.Copy(io.Discard, os.Stdin) // until the parent goes
+	for _, c := range conns {
+		c.CloseNow()
+	}
+	return nil
+}
+
+// holdSessions opens n sessions for users idle<from>..idle<from+n-1>,
+// spread over the servers, each said hello to and answering pings; it stops
+// at the first failure (counted in rec).
+func holdSessions(ctx context.Context, o benchOpts, from, n int, rec *recorder) []*websocket.Conn {
+	issuer := auth.NewIssuer(o.secret, 24*time.Hour)
+	var conns []*websocket.Conn
+	for i := from; i < from+n; i++ {
 		tok, _, _ := issuer.Mint(fmt.Sprintf("idle%d", i))
 		src := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%250))}
 		hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext}}
@@ -529,24 +626,24 @@ func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
 				}
 			}
 		}()
-		if !o.json && (i+1)%1000 == 0 {
-			fmt.Fprintf(o.out, "%d sessions\n", i+1)
+		if !o.json && !o.connsChild && (i+1-from)%1000 == 0 {
+			fmt.Fprintf(o.out, "%d sessions\n", i+1-from)
 		}
 	}
-	time.Sleep(2 * time.Second) // let the server settle before measuring
-	after, err := serverMemory(o.servers[0])
-	if err != nil {
-		return benchResult{}, err
+	return conns
+}
+
+// serversMemory sums the servers' resident memory.
+func serversMemory(servers []string) (int64, error) {
+	var sum int64
+	for _, s := range servers {
+		m, err := serverMemory(s)
+		if err != nil {
+			return 0, err
+		}
+		sum += m
 	}
-	per := 0.0
-	if len(conns) > 0 {
-		per = float64(after-before) / float64(len(conns))
-	}
-	if o.hold > 0 {
-		fmt.Fprintf(os.Stderr, "holding %d sessions for %v\n", len(conns), o.hold)
-		time.Sleep(o.hold)
-	}
-	return benchResult{Mode: "conns", Sessions: len(conns), PerSession: per, Errors: rec.errors}, nil
+	return sum, nil
 }
 
 // serverMemory reads a node's resident memory from /v1/status.

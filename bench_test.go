@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os/exec"
 	"testing"
+	"time"
 
+	"github.com/parleychat/parley/internal/testutil"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -43,4 +47,28 @@ func TestBenchRuns(t *testing.T) {
 			t.Fatalf("%v: %s", c.args, out.String())
 		}
 	}
+}
+
+// Past one process's file limit, conns spreads the sessions over child
+// processes of the real binary; here three processes hold 60.
+func TestBenchConnsProcesses(t *testing.T) {
+	bin := buildBinary(t)
+	cfg := servertest.Config(t.TempDir())
+	srv := servertest.Start(t, cfg)
+	out, err := exec.Command(bin, "bench", "--json", "--servers", "http://"+srv.HTTPAddr(), "--secret", cfg.Auth.Secret,
+		"--conns", "60", "--procs", "3", "conns").Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var r benchResult
+	if err := json.Unmarshal(out, &r); err != nil || r.Sessions != 60 || len(r.Errors) != 0 {
+		t.Fatalf("%+v %v: %s", r, err, out)
+	}
+	// The children let their sessions go when the parent ends.
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := srv.Hub.Stats().Sessions; n != 0 {
+			return fmt.Errorf("%d sessions still open", n)
+		}
+		return nil
+	})
 }
