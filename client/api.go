@@ -63,7 +63,9 @@ func (c *Client) retry(ctx context.Context, f func() error) error {
 			return ErrClosed
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 250*time.Millisecond) // a failover takes 1-3 s: retry often enough to notice it ended
+		// A failover takes 1-3 s; an unavailable answer costs the server
+		// little, so retry often enough to notice within 100 ms that it ended.
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 }
 
