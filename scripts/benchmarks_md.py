@@ -27,7 +27,9 @@ print("Written by `make bench` (scripts/bench.sh): a three-node cluster on loopb
 print("(127.0.0.1-3, 64 shards, R=3, every ack after a synced quorum commit), the load")
 print("tool on the same machine and the same cores. Rerun it to reproduce the tables on")
 print("your box. The cluster runs with the default configuration except a raised")
-print("per-user rate limit (the throughput run's senders each send hundreds a second).\n")
+print("per-user rate limit (the throughput run's senders each send hundreds a second).")
+print("On a shared two-core VM, two runs of the suite differ by up to a quarter in the")
+print("loaded results (the load tool and three nodes compete for the same cores).\n")
 print(f"Machine: {cores} cores, {mem} memory, {disk} disk, {platform.platform()}.\n")
 
 # The issue's targets, and where this run stands.
