@@ -222,8 +222,9 @@ func (s *Session) sendPipelined(f *Frame) {
 	}
 }
 
-// writeQueued writes the queued frames, each with a deadline, and ends
-// when the queue is empty: an idle session keeps no writer goroutine.
+// writeQueued writes the queued frames, a burst at a time in one write with
+// a deadline, and ends when the queue is empty: an idle session keeps no
+// writer goroutine.
 func (s *Session) writeQueued() {
 	for {
 		frames := s.out.takeOrIdle()
