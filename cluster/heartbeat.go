@@ -101,6 +101,17 @@ func newBeats(n *Node, shards int, heartbeat time.Duration) *beats {
 // function is called: its heartbeats are sent without waiting.
 func (b *beats) verifying(shard int) func() {
 	b.urgent[shard].Add(1)
+	// A heartbeat of this shard may be waiting for its peer's next round
+	// already: raft counts the answer to that one for the check, so the
+	// round goes now.
+	b.mu.Lock()
+	for _, p := range b.peers {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+	b.mu.Unlock()
 	return func() { b.urgent[shard].Add(-1) }
 }
 
