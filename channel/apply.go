@@ -71,6 +71,18 @@ func (t *tx) put(key []byte, v any) error {
 	return t.b.Set(key, raw, nil)
 }
 
+// putMeta writes a channel's record, and keeps the state machine's cache
+// of them current.
+func (t *tx) putMeta(ch string, m *meta) error {
+	if err := t.put(t.k.meta(ch), m); err != nil {
+		return err
+	}
+	if t.rd.metas != nil {
+		t.rd.metas.set(ch, *m)
+	}
+	return nil
+}
+
 func (t *tx) register(c *Command) (Result, error) {
 	found, err := getJSON(t.b, t.k.account(c.User), &account{})
 	if err != nil {
@@ -125,7 +137,7 @@ func (t *tx) join(c *Command, m *meta, users []string) ([]string, error) {
 	if len(added) > 0 {
 		t.events = append(t.events, Event{Members: &MembersEvent{Channel: c.Channel, Added: added}})
 	}
-	return added, t.put(t.k.meta(c.Channel), m)
+	return added, t.putMeta(c.Channel, m)
 }
 
 func (t *tx) addMembers(c *Command) (Result, error) {
@@ -207,7 +219,7 @@ func (t *tx) removeMembers(c *Command, users []string) (Result, error) {
 			return Result{}, err
 		}
 	}
-	if err := t.put(t.k.meta(c.Channel), m); err != nil {
+	if err := t.putMeta(c.Channel, m); err != nil {
 		return Result{}, err
 	}
 	t.events = append(t.events, Event{Members: &MembersEvent{Channel: c.Channel, Removed: removed}})
@@ -278,7 +290,7 @@ func (t *tx) send(c *Command) (Result, error) {
 	if err := t.put(t.k.idem(c.Channel, c.User, c.Key), idemRecord{Seq: m.LastSeq, Ts: m.LastTs}); err != nil {
 		return Result{}, err
 	}
-	if err := t.put(t.k.meta(c.Channel), m); err != nil {
+	if err := t.putMeta(c.Channel, m); err != nil {
 		return Result{}, err
 	}
 	t.events = append(t.events, Event{Message: &Message{Channel: c.Channel, Seq: m.LastSeq,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -22,6 +23,7 @@ type Machine struct {
 	k        keys
 	applied  atomic.Uint64
 	onCommit func(shard int, evs []Event) // may be nil
+	metas    *metaCache
 }
 
 var _ cluster.StateMachine = (*Machine)(nil)
@@ -30,7 +32,7 @@ var _ cluster.StateMachine = (*Machine)(nil)
 // called after each applied entry with the events it produced, on the Raft
 // apply goroutine: it must not block.
 func NewMachine(shard int, st *store.Store, onCommit func(shard int, evs []Event)) (*Machine, error) {
-	m := &Machine{shard: shard, db: st.DB(), k: newKeys(shard), onCommit: onCommit}
+	m := &Machine{shard: shard, db: st.DB(), k: newKeys(shard), onCommit: onCommit, metas: newMetaCache()}
 	return m, m.Restored()
 }
 
@@ -39,6 +41,7 @@ func (m *Machine) Applied() uint64 { return m.applied.Load() }
 
 // Restored reloads the applied index after the range was replaced.
 func (m *Machine) Restored() error {
+	m.metas.clear()
 	v, err := get(m.db, m.k.applied())
 	if errors.Is(err, store.ErrNotFound) {
 		m.applied.Store(0)
@@ -57,7 +60,7 @@ func (m *Machine) Restored() error {
 func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 	b := m.db.NewIndexedBatch()
 	defer b.Close()
-	tx := &tx{k: m.k, b: b, rd: reader{k: m.k, r: b}, index: index}
+	tx := &tx{k: m.k, b: b, rd: reader{k: m.k, r: b, metas: m.metas}, index: index}
 	res := make([]any, len(cmds))
 	for i, raw := range cmds {
 		var c Command
@@ -107,6 +110,43 @@ func getJSON(r pebble.Reader, key []byte, v any) (found bool, err error) {
 		return false, err
 	}
 	return true, json.Unmarshal(raw, v)
+}
+
+// metaCache holds the channel records the state machine read or wrote
+// last: every send reads its channel's, and decoding it from Pebble was a
+// fifth of the state machine's time. Only the apply goroutine uses it, and
+// an entry's writes either commit or stop the process, so what it holds is
+// what the database holds. A replaced range (snapshot restore) clears it.
+type metaCache struct {
+	mu sync.Mutex
+	m  map[string]meta
+}
+
+// maxCachedMetas bounds the cache; past it, it starts over.
+const maxCachedMetas = 100_000
+
+func newMetaCache() *metaCache { return &metaCache{m: map[string]meta{}} }
+
+func (c *metaCache) get(ch string) (meta, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.m[ch]
+	return m, ok
+}
+
+func (c *metaCache) set(ch string, m meta) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxCachedMetas {
+		clear(c.m)
+	}
+	c.m[ch] = m
+}
+
+func (c *metaCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.m)
 }
 
 // meta is a channel's record on its shard.

@@ -1,8 +1,10 @@
 package channel
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -24,14 +26,15 @@ func openStore(t testing.TB) *store.Store {
 // machine is a one-shard state machine fed commands directly, one per entry.
 type machine struct {
 	t      *testing.T
+	st     *store.Store
 	m      *Machine
 	index  uint64
 	events []Event
 }
 
 func newMachine(t *testing.T) *machine {
-	mt := &machine{t: t}
-	m, err := NewMachine(0, openStore(t), func(_ int, evs []Event) { mt.events = append(mt.events, evs...) })
+	mt := &machine{t: t, st: openStore(t)}
+	m, err := NewMachine(0, mt.st, func(_ int, evs []Event) { mt.events = append(mt.events, evs...) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,4 +325,30 @@ func TestDMMembersAreFixed(t *testing.T) {
 	mt.one(send("alice", ch, "k", 1))
 	wantCode(t, mt.one(Command{Op: opAdd, User: "alice", Channel: ch, Members: []string{"carol"}, Limit: 10}), ErrNotFound)
 	wantCode(t, mt.one(Command{Op: opRemove, User: "alice", Channel: ch, Members: []string{"bob"}}), ErrBadRequest)
+}
+
+// The state machine keeps channel records in memory; a snapshot that
+// replaces its range (an older state here) must replace them too.
+func TestRestoredStateWinsOverCachedRecords(t *testing.T) {
+	mt := newMachine(t)
+	ch := DM("alice", "bob")
+	mt.one(send("alice", ch, "k1", 100))
+	var snap bytes.Buffer
+	if _, err := mt.st.WriteShard(0, &snap); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= 4; i++ { // seqs 2-4 exist only in the cache's view and the live range
+		if r := mt.one(send("alice", ch, fmt.Sprint("k", i), 100)); r.Seq != uint64(i) {
+			t.Fatalf("send %d: seq %d", i, r.Seq)
+		}
+	}
+	if err := mt.st.RestoreShard(0, &snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := mt.m.Restored(); err != nil {
+		t.Fatal(err)
+	}
+	if r := mt.one(send("alice", ch, "k5", 100)); r.Seq != 2 {
+		t.Fatalf("after restoring a state with one message, the next send got seq %d, want 2", r.Seq)
+	}
 }

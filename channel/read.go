@@ -14,15 +14,24 @@ import (
 
 // reader reads one shard's committed state. Callers make the state current first.
 type reader struct {
-	k keys
-	r pebble.Reader
+	k     keys
+	r     pebble.Reader
+	metas *metaCache // the state machine's, in its transactions; nil elsewhere
 }
 
 func (rd reader) meta(ch string) (*meta, error) {
+	if rd.metas != nil {
+		if m, ok := rd.metas.get(ch); ok {
+			return &m, nil
+		}
+	}
 	var m meta
 	found, err := getJSON(rd.r, rd.k.meta(ch), &m)
 	if err != nil || !found {
 		return nil, err
+	}
+	if rd.metas != nil {
+		rd.metas.set(ch, m)
 	}
 	return &m, nil
 }
