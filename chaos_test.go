@@ -169,22 +169,20 @@ func TestChaos(t *testing.T) {
 		// AppendEntries (at the latest CommitTimeout later): every node must
 		// have applied what the most advanced one knows is committed.
 		commits := map[float64]float64{}
-		for _, n := range nodes {
+		sts := make([]map[string]any, len(nodes))
+		for i, n := range nodes {
 			st, err := status(n.http)
 			if err != nil {
 				return err
 			}
+			sts[i] = st
 			for _, s := range st["shards"].([]any) {
 				sh := s.(map[string]any)
 				commits[sh["shard"].(float64)] = max(commits[sh["shard"].(float64)], sh["commit_index"].(float64))
 			}
 		}
-		for _, n := range nodes {
-			st, err := status(n.http)
-			if err != nil {
-				return err
-			}
-			for _, s := range st["shards"].([]any) {
+		for i, n := range nodes {
+			for _, s := range sts[i]["shards"].([]any) {
 				sh := s.(map[string]any)
 				if sh["applied_index"].(float64) < commits[sh["shard"].(float64)] {
 					return fmt.Errorf("%s shard %v not applied", n.name, sh["shard"])
