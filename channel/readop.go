@@ -108,8 +108,13 @@ func (rd reader) exec(op *readOp) (any, error) {
 
 // read runs op on shard through the Router and decodes its value into out.
 func (s *Service) read(ctx context.Context, shard int, op readOp, out any) error {
+	return s.readWith(ctx, s.r.Read, shard, op, out)
+}
+
+// readWith is read through one of the Router's read paths.
+func (s *Service) readWith(ctx context.Context, via func(context.Context, int, []byte) ([]byte, error), shard int, op readOp, out any) error {
 	raw, _ := json.Marshal(op)
-	resp, err := s.r.Read(ctx, shard, raw)
+	resp, err := via(ctx, shard, raw)
 	if err != nil {
 		return wrapRouterErr(err)
 	}

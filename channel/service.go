@@ -30,6 +30,9 @@ type Router interface {
 	// Read runs an encoded read (ExecRead) on a node whose copy of the
 	// shard has applied everything committed before the call.
 	Read(ctx context.Context, shard int, op []byte) ([]byte, error)
+	// ReadLeaderState runs it on the shard's leader as it is, without
+	// confirming leadership first: possibly a little stale, and cheaper.
+	ReadLeaderState(ctx context.Context, shard int, op []byte) ([]byte, error)
 	IsLeader(shard int) bool
 }
 
@@ -402,6 +405,18 @@ func (s *Service) Members(ctx context.Context, user, ch string) ([]string, error
 	}
 	var ms []string
 	err := s.read(ctx, s.shardOf(ch), readOp{Op: "members", User: user, Channel: ch}, &ms)
+	return ms, err
+}
+
+// MembersForTyping is Members as the channel's shard leader has it now,
+// without a linearized read: a typing indicator is shown or not, and a
+// member added or removed a moment ago may be counted the old way.
+func (s *Service) MembersForTyping(ctx context.Context, user, ch string) ([]string, error) {
+	if err := checkChannel(ch); err != nil {
+		return nil, err
+	}
+	var ms []string
+	err := s.readWith(ctx, s.r.ReadLeaderState, s.shardOf(ch), readOp{Op: "members", User: user, Channel: ch}, &ms)
 	return ms, err
 }
 

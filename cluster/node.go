@@ -457,6 +457,28 @@ func (n *Node) Read(ctx context.Context, shard int, op []byte) ([]byte, error) {
 	return n.atLeader(ctx, shard, "/read", op)
 }
 
+// ReadLeaderState runs op on shard at its leader without first confirming
+// the leadership and waiting for the commit index: no heartbeat round, and
+// a deposed leader may answer from state a few hundred milliseconds old.
+// For what a stale answer cannot harm (whom to show a typing indicator).
+func (n *Node) ReadLeaderState(ctx context.Context, shard int, op []byte) ([]byte, error) {
+	if n.IsLeader(shard) {
+		return n.readLeaderLocal(ctx, shard, op)
+	}
+	return n.atLeader(ctx, shard, "/read-leader-state", op)
+}
+
+func (n *Node) readLeaderLocal(_ context.Context, shard int, op []byte) ([]byte, error) {
+	if !n.IsLeader(shard) {
+		return nil, fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, shard)
+	}
+	f := n.readFn.Load()
+	if f == nil {
+		return nil, fmt.Errorf("%w: no read handler yet", ErrUnavailable)
+	}
+	return (*f)(shard, op)
+}
+
 func (n *Node) readLocal(ctx context.Context, shard int, op []byte) ([]byte, error) {
 	if err := n.Linearize(ctx, shard); err != nil {
 		return nil, err

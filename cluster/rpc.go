@@ -21,6 +21,7 @@ import (
 //
 //	POST /propose-batch     body: proposals     -> their outcomes (forward.go)
 //	POST /read?shard=N      body: encoded read  -> its reply
+//	POST /read-leader-state?shard=N  the same, without confirming leadership first
 //	POST /beats             body: heartbeats    -> raft's answers (heartbeat.go)
 //	GET  /progress?shard=N                      -> {"applied": index}
 //	POST /msg/KIND?from=ID  body: anything      -> the handler's reply
@@ -36,6 +37,7 @@ func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /propose-batch", n.handleProposeBatch)
 	mux.HandleFunc("POST /read", n.handleRead)
+	mux.HandleFunc("POST /read-leader-state", n.handleReadLeaderState)
 	mux.HandleFunc("POST /beats", n.handleBeats)
 	mux.HandleFunc("GET /progress", n.handleProgress)
 	mux.HandleFunc("POST /msg/{kind}", n.handleMsg)
@@ -63,6 +65,10 @@ func rpcError(w http.ResponseWriter, err error) {
 // handleRead runs a forwarded read here, at the leader.
 func (n *Node) handleRead(w http.ResponseWriter, r *http.Request) {
 	n.serveShard(w, r, n.readLocal)
+}
+
+func (n *Node) handleReadLeaderState(w http.ResponseWriter, r *http.Request) {
+	n.serveShard(w, r, n.readLeaderLocal)
 }
 
 // serveShard reads a request on one shard and answers with f's result.

@@ -127,7 +127,7 @@ func (s *Session) history(ctx context.Context, f *Frame) (any, error) {
 
 // typing relays to the channel's other members; only members may type.
 func (s *Session) typing(ctx context.Context, ch string) error {
-	members, err := s.hub.svc.Members(ctx, s.user, ch)
+	members, err := s.hub.svc.MembersForTyping(ctx, s.user, ch)
 	if err != nil {
 		return err
 	}

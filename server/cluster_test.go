@@ -514,3 +514,25 @@ func TestHeartbeatsCoalesced(t *testing.T) {
 	}
 	t.Logf("%d heartbeats in %d RPCs", beats, rpcs)
 }
+
+// Typing asks the shard's leader for the members without a linearized read;
+// through any node, the answer is the group's members, and a non-member is
+// refused as in a linearized read.
+func TestMembersForTypingFromEveryNode(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	ctx := context.Background()
+	g, err := nodes[0].Service.CreateGroup(ctx, "alice", "typers", []string{"bob", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		ms, err := n.Service.MembersForTyping(ctx, "bob", g.Channel)
+		slices.Sort(ms)
+		if err != nil || !slices.Equal(ms, []string{"alice", "bob", "carol"}) {
+			t.Fatalf("via node %d: %v %v", i, ms, err)
+		}
+		if _, err := n.Service.MembersForTyping(ctx, "mallory", g.Channel); !errors.Is(err, channel.ErrForbidden) {
+			t.Fatalf("a non-member via node %d: %v", i, err)
+		}
+	}
+}
