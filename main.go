@@ -127,9 +127,27 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
-	srv, err := server.Start(cfg, log)
-	if err != nil {
-		return err
+	// Starting opens Pebble, which replays its log and flushes it; on a full
+	// or failing disk that retries for as long as the disk says no. A signal
+	// meanwhile stops the process instead of being swallowed.
+	type started struct {
+		srv *server.Server
+		err error
+	}
+	up := make(chan started, 1)
+	go func() {
+		srv, err := server.Start(cfg, log)
+		up <- started{srv, err}
+	}()
+	var srv *server.Server
+	select {
+	case s := <-up:
+		if s.err != nil {
+			return s.err
+		}
+		srv = s.srv
+	case <-ctx.Done():
+		return errors.New("stopped while starting (if it hung, look for disk errors above: a full disk stops the database from opening)")
 	}
 	<-ctx.Done()
 	// The first SIGTERM or Ctrl-C drains within 30 s; a second one kills
@@ -138,8 +156,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("draining: handing off shards and sessions")
 	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := srv.Drain(dctx); err != nil {
-		return err
+	// Closing waits for Pebble, which a failing disk can hold forever (its
+	// flushes retry): past the drain's time and a margin, the process ends
+	// without a clean close. Acknowledged messages are synced already.
+	done := make(chan error, 1)
+	go func() { done <- srv.Drain(dctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-time.After(35 * time.Second):
+		return errors.New("the node did not close within 35 s of the signal (is its disk failing or full?); exiting without a clean close")
 	}
 	log.Info("stopped")
 	return nil

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -35,7 +37,7 @@ type Store struct {
 // Open opens (or creates) the database under dir/db. Pebble logs through log.
 func Open(dir string, log *slog.Logger) (*Store, error) {
 	opts := &pebble.Options{
-		Logger: pebbleLogger{log.With("sys", "pebble")},
+		Logger: newPebbleLogger(log.With("sys", "pebble")),
 		// Every send reads its channel's state and looks up its idempotency
 		// key, which is almost never there: with Pebble's defaults (8 MiB of
 		// cache, no filters) those reads went to the files for index blocks
@@ -117,18 +119,57 @@ func u64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
 func putU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
-// pebbleLogger sends Pebble's logs through slog.
-type pebbleLogger struct{ log *slog.Logger }
+// pebbleLogger sends Pebble's logs through slog. Errors of one kind are
+// logged at most once per errorEvery, with the count of those left out: on a
+// full disk Pebble retries its flushes in a loop, and logged every time that
+// was hundreds of megabytes of the same line in seconds.
+type pebbleLogger struct {
+	log *slog.Logger
 
-func (l pebbleLogger) Infof(format string, args ...any) {
+	mu     sync.Mutex
+	errors map[string]*errorLog // by format string
+}
+
+type errorLog struct {
+	last       time.Time
+	suppressed int
+}
+
+// errorEvery is how often one kind of Pebble error is logged at most.
+const errorEvery = 10 * time.Second
+
+func newPebbleLogger(log *slog.Logger) *pebbleLogger {
+	return &pebbleLogger{log: log, errors: map[string]*errorLog{}}
+}
+
+func (l *pebbleLogger) Infof(format string, args ...any) {
 	l.log.Debug(fmt.Sprintf(format, args...))
 }
 
-func (l pebbleLogger) Errorf(format string, args ...any) {
+func (l *pebbleLogger) Errorf(format string, args ...any) {
+	l.mu.Lock()
+	e := l.errors[format]
+	if e == nil {
+		e = &errorLog{}
+		l.errors[format] = e
+	}
+	now := time.Now()
+	if now.Sub(e.last) < errorEvery {
+		e.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := e.suppressed
+	e.last, e.suppressed = now, 0
+	l.mu.Unlock()
+	if suppressed > 0 {
+		l.log.Error(fmt.Sprintf(format, args...), "similar_errors_not_logged", suppressed)
+		return
+	}
 	l.log.Error(fmt.Sprintf(format, args...))
 }
 
-func (l pebbleLogger) Fatalf(format string, args ...any) {
+func (l *pebbleLogger) Fatalf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...))
 	panic(fmt.Sprintf(format, args...))
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,5 +235,24 @@ func TestPrefixEnd(t *testing.T) {
 		if got := string(PrefixEnd([]byte(in))); got != want {
 			t.Errorf("PrefixEnd(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// On a full disk Pebble reports the same failed flush over and over: one
+// line per kind of error per interval, with the count of those left out.
+func TestPebbleErrorsRateLimited(t *testing.T) {
+	var buf bytes.Buffer
+	l := newPebbleLogger(slog.New(slog.NewTextHandler(&buf, nil)))
+	for i := range 1000 {
+		l.Errorf("background error: write %06d.sst: no space left on device", i)
+	}
+	l.Errorf("another kind: %d", 1)
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Fatalf("%d lines logged, want 2 (one per kind):\n%s", n, buf.String())
+	}
+	l.errors["background error: write %06d.sst: no space left on device"].last = time.Now().Add(-errorEvery)
+	l.Errorf("background error: write %06d.sst: no space left on device", 1000)
+	if !strings.Contains(buf.String(), "similar_errors_not_logged=999") {
+		t.Fatalf("the count of errors left out is missing:\n%s", buf.String())
 	}
 }
