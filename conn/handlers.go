@@ -62,8 +62,7 @@ func (s *Session) serve(ctx context.Context, f *Frame) (any, error) {
 	switch f.Type {
 	case "hello":
 		return nil, badRequest("already said hello")
-	case "send":
-		return s.send(ctx, f, nil)
+	// send is not here: handleRequests pipelines it (handleSend).
 	case "create_group":
 		g, err := svc.CreateGroup(ctx, user, f.Name, f.Members)
 		if err != nil {
