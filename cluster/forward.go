@@ -118,12 +118,10 @@ func (n *Node) runLink(peerAddr string, l *fwdLink) {
 
 // sendBatch forwards one batch and hands each proposal its outcome.
 func (n *Node) sendBatch(peerAddr string, batch []fwdItem) {
-	var body []byte
-	body = binary.AppendUvarint(body, uint64(len(batch)))
+	body := binary.AppendUvarint(nil, uint64(len(batch)))
 	for _, it := range batch {
 		body = binary.AppendUvarint(body, uint64(it.shard))
-		body = binary.AppendUvarint(body, uint64(len(it.cmd)))
-		body = append(body, it.cmd...)
+		body = appendBytes(body, it.cmd)
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, forwardTimeout)
 	defer cancel()
@@ -189,9 +187,7 @@ func (n *Node) handleProposeBatch(w http.ResponseWriter, r *http.Request) {
 				status, b = 2, []byte(err.Error())
 			}
 		}
-		out = append(out, status)
-		out = binary.AppendUvarint(out, uint64(len(b)))
-		out = append(out, b...)
+		out = appendBytes(append(out, status), b)
 	}
 	w.Write(out)
 }
@@ -199,25 +195,20 @@ func (n *Node) handleProposeBatch(w http.ResponseWriter, r *http.Request) {
 var errBadBatch = errors.New("malformed forwarded batch")
 
 func decodeBatch(b []byte, shards int) ([]fwdItem, error) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > maxForwardBatch {
+	n, b, ok := uvarint(b, true)
+	if !ok || n > maxForwardBatch {
 		return nil, errBadBatch
 	}
-	b = b[k:]
 	items := make([]fwdItem, 0, n)
 	for range n {
-		shard, k := binary.Uvarint(b)
-		if k <= 0 || shard >= uint64(shards) {
+		var shard uint64
+		var cmd []byte
+		shard, b, ok = uvarint(b, ok)
+		cmd, b, ok = bytesField(b, ok)
+		if !ok || shard >= uint64(shards) {
 			return nil, errBadBatch
 		}
-		b = b[k:]
-		size, k := binary.Uvarint(b)
-		if k <= 0 || size > uint64(len(b)-k) {
-			return nil, errBadBatch
-		}
-		b = b[k:]
-		items = append(items, fwdItem{shard: int(shard), cmd: b[:size:size]})
-		b = b[size:]
+		items = append(items, fwdItem{shard: int(shard), cmd: cmd})
 	}
 	if len(b) != 0 {
 		return nil, errBadBatch
@@ -232,12 +223,11 @@ func decodeOutcomes(b []byte, want int) ([]outcome, error) {
 			return nil, fmt.Errorf("%w: short forwarded reply", ErrUnavailable)
 		}
 		status := b[0]
-		size, k := binary.Uvarint(b[1:])
-		if k <= 0 || size > uint64(len(b)-1-k) {
+		v, rest, ok := bytesField(b[1:], true)
+		if !ok {
 			return nil, fmt.Errorf("%w: malformed forwarded reply", ErrUnavailable)
 		}
-		v := b[1+k : 1+k+int(size)]
-		b = b[1+k+int(size):]
+		b = rest
 		switch status {
 		case 0:
 			out = append(out, outcome{val: v})

@@ -12,10 +12,20 @@ import (
 const requestTimeout = 10 * time.Second
 
 // handle serves one request frame and queues its reply.
-func (s *Session) handle(f *Frame) {
+func (s *Session) handle(f *Frame) { s.respond(f, s.serve) }
+
+// handleSend serves a send frame like handle, calling queued once the
+// message holds its place in the commit order (see sendPipelined).
+func (s *Session) handleSend(f *Frame, queued func()) {
+	s.respond(f, func(ctx context.Context, f *Frame) (any, error) { return s.send(ctx, f, queued) })
+}
+
+// respond runs serve on f within the request timeout and queues its reply
+// or error; a nil reply means the frame type has none.
+func (s *Session) respond(f *Frame, serve func(context.Context, *Frame) (any, error)) {
 	ctx, cancel := context.WithTimeout(s.ctx, requestTimeout)
 	defer cancel()
-	reply, err := s.serve(ctx, f)
+	reply, err := serve(ctx, f)
 	if err != nil {
 		s.replyError(f.Ref, err)
 		return
@@ -23,19 +33,6 @@ func (s *Session) handle(f *Frame) {
 	if reply != nil {
 		s.enqueue(encode(reply))
 	}
-}
-
-// handleSend serves a send frame like handle, calling queued once the
-// message holds its place in the commit order (see sendPipelined).
-func (s *Session) handleSend(f *Frame, queued func()) {
-	ctx, cancel := context.WithTimeout(s.ctx, requestTimeout)
-	defer cancel()
-	reply, err := s.send(ctx, f, queued)
-	if err != nil {
-		s.replyError(f.Ref, err)
-		return
-	}
-	s.enqueue(encode(reply))
 }
 
 func (s *Session) send(ctx context.Context, f *Frame, queued func()) (any, error) {
