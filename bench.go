@@ -66,6 +66,7 @@ type benchOpts struct {
 	connsChild bool // this process holds a share for a parent
 	json       bool
 	out        io.Writer
+	cpuprofile string // the load tool's CPU profile of the measured phase
 }
 
 // benchResult is what a run prints at the end (and with --json).
@@ -196,17 +197,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		o.secret = s
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	o.cpuprofile = *cpuprofile
 	var res benchResult
 	var err error
 	switch mode := fs.Arg(0); mode {
@@ -306,6 +297,24 @@ func closeAll(cs []*client.Client) {
 	}
 }
 
+// profileMeasured starts the load tool's CPU profile, if one was asked
+// for, when the measured phase begins (after connecting and any warm-up),
+// and returns what stops it.
+func profileMeasured(o benchOpts) (stop func()) {
+	if o.cpuprofile == "" {
+		return func() {}
+	}
+	f, err := os.Create(o.cpuprofile)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "parley: bench: cpu profile: %v\n", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
 // progress prints a line a second until stop closes.
 func progress(o benchOpts, rec *recorder, stop <-chan struct{}) {
 	if o.json {
@@ -339,6 +348,7 @@ func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
 	defer closeAll(clients)
 	stop := make(chan struct{})
 	go progress(o, rec, stop)
+	defer profileMeasured(o)()
 	start := time.Now()
 	n := int(o.rate * o.duration.Seconds())
 	var wg sync.WaitGroup
@@ -384,6 +394,7 @@ func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
 	defer closeAll(clients)
 	stop := make(chan struct{})
 	go progress(o, rec, stop)
+	defer profileMeasured(o)()
 	start := time.Now()
 	deadline := start.Add(o.duration)
 	var wg sync.WaitGroup
@@ -460,6 +471,7 @@ func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
 	}
 	stop := make(chan struct{})
 	go progress(o, rec, stop)
+	defer profileMeasured(o)()
 	start := time.Now()
 	n := max(1, int(o.rate*o.duration.Seconds()))
 	var keys []string
@@ -503,6 +515,7 @@ func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
 	if o.connsChild {
 		return benchResult{}, connsChild(ctx, o)
 	}
+	defer profileMeasured(o)() // conns measures the connecting
 	before, err := serversMemory(o.servers)
 	if err != nil {
 		return benchResult{}, err

@@ -7,6 +7,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -259,17 +260,29 @@ func (c *Client) reconnect() *websocket.Conn {
 }
 
 func (c *Client) readLoop(ws *websocket.Conn) error {
+	// Each frame is read into one reused buffer (an event's fields are
+	// copied out as it is decoded; a reply is copied for its caller), and
+	// without a context: a cancellable one costs every read a hook, and
+	// Close ends the read by closing the connection.
+	var buf bytes.Buffer
 	for {
-		_, raw, err := ws.Read(c.ctx)
+		_, r, err := ws.Reader(context.Background())
 		if err != nil {
 			return err
 		}
-		c.frame(raw, time.Now())
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return err
+		}
+		c.frame(buf.Bytes(), time.Now())
+		if buf.Cap() > 16<<10 {
+			buf = bytes.Buffer{} // a large frame's buffer is not kept
+		}
 	}
 }
 
 // frame routes one server frame: a reply to its waiting request, anything
-// else to Events.
+// else to Events. raw is reused once frame returns.
 func (c *Client) frame(raw []byte, received time.Time) {
 	// One decoding serves both: a reply goes to its request as raw JSON
 	// (its caller decodes its own fields), anything else is an event.
@@ -286,7 +299,7 @@ func (c *Client) frame(raw []byte, received time.Time) {
 		delete(c.pending, f.Ref)
 		c.mu.Unlock()
 		if ch != nil {
-			ch <- raw
+			ch <- bytes.Clone(raw)
 			return
 		}
 	}
