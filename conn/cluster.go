@@ -59,15 +59,21 @@ func (d *directory) apply(node string, m directoryMsg) (changed []string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	set := d.byNode[node]
-	if set == nil || m.Full {
-		old := set
-		set = map[string]struct{}{}
-		d.byNode[node] = set
-		for u := range old {
-			if !slices.Contains(m.Online, u) {
+	if set == nil || m.Full { // the list replaces what the node had
+		fresh := make(map[string]struct{}, len(m.Online))
+		for _, u := range m.Online {
+			fresh[u] = struct{}{}
+			if _, ok := set[u]; !ok {
 				changed = append(changed, u)
 			}
 		}
+		for u := range set {
+			if _, ok := fresh[u]; !ok {
+				changed = append(changed, u)
+			}
+		}
+		set = fresh
+		d.byNode[node] = set
 	}
 	for _, u := range m.Online {
 		if _, ok := set[u]; !ok {
