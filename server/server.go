@@ -54,8 +54,8 @@ type Server struct {
 
 // Start brings a node up in order: storage, shards, service, HTTP. On error
 // everything already started is closed again.
-func Start(cfg config.Config, log *slog.Logger) (s *Server, err error) {
-	s = &Server{cfg: cfg, log: log, started: time.Now()}
+func Start(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
+	s := &Server{cfg: cfg, log: log, started: time.Now()}
 	defer func() {
 		if err != nil {
 			s.Close()
