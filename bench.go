@@ -266,19 +266,17 @@ func connectUsers(ctx context.Context, o benchOpts, users []string, onEvent func
 			tok, _, _ := issuer.Mint(u)
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := client.Dial(dctx, o.servers[i%len(o.servers)], client.Options{Token: tok, NoSync: true, EventBuffer: 4096})
+			c, err := client.Dial(dctx, o.servers[i%len(o.servers)], client.Options{Token: tok, NoSync: true,
+				OnEvent: func(ev client.Event) {
+					if ev.Type == "message" && onEvent != nil {
+						onEvent(u, ev)
+					}
+				}})
 			if err != nil {
 				firstErr.CompareAndSwap(nil, &err)
 				return
 			}
 			clients[i] = c
-			go func() {
-				for ev := range c.Events() {
-					if ev.Type == "message" && onEvent != nil {
-						onEvent(u, ev)
-					}
-				}
-			}()
 		}()
 	}
 	wg.Wait()

@@ -68,6 +68,10 @@ type Options struct {
 	EventBuffer int
 	// ReadLimit bounds one server frame (default 1 MiB).
 	ReadLimit int64
+	// OnEvent, if set, gets each event in place of the Events channel, on
+	// the client's delivery goroutine, in order: one goroutine hop less per
+	// event. It must not block for long, or it holds up the events after.
+	OnEvent func(Event)
 }
 
 // Client is a connection to one parley node.
@@ -189,7 +193,8 @@ func (c *Client) User() string    { c.mu.Lock(); defer c.mu.Unlock(); return c.u
 func (c *Client) Session() string { c.mu.Lock(); defer c.mu.Unlock(); return c.session }
 func (c *Client) Node() string    { c.mu.Lock(); defer c.mu.Unlock(); return c.node }
 
-// Events delivers pushed frames; it is closed when the client stops.
+// Events delivers pushed frames (unless Options.OnEvent takes them); it is
+// closed when the client stops.
 func (c *Client) Events() <-chan Event { return c.events }
 
 // Done is closed when the client has stopped; Err says why.
@@ -308,6 +313,10 @@ func (c *Client) frame(raw []byte, received time.Time) {
 }
 
 func (c *Client) emit(ev Event) {
+	if c.opt.OnEvent != nil {
+		c.opt.OnEvent(ev)
+		return
+	}
 	select {
 	case c.events <- ev:
 	case <-c.ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,5 +152,41 @@ func TestReconnectSyncsWithoutGapsOrDuplicates(t *testing.T) {
 			t.Fatalf("duplicate or extra message %+v", ev)
 		}
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// With OnEvent, events come to the callback in order, large frames among
+// them (the read buffer is reused between frames), and not to Events.
+func TestOnEventGetsEventsInOrder(t *testing.T) {
+	cfg := servertest.Config(t.TempDir())
+	srv := servertest.Start(t, cfg)
+	base, ctx := "http://"+srv.HTTPAddr(), context.Background()
+	got := make(chan client.Event, 100)
+	bob := dial(t, base, client.Options{Token: token(t, cfg, "bob"), OnEvent: func(ev client.Event) {
+		if ev.Type == "message" {
+			got <- ev
+		}
+	}})
+	alice := dial(t, base, client.Options{Token: token(t, cfg, "alice")})
+	bodies := []string{"short", strings.Repeat("long ", 800), "short again"}
+	for _, b := range bodies {
+		if _, err := alice.Send(ctx, client.SendArgs{To: "bob", Body: b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range bodies {
+		select {
+		case ev := <-got:
+			if ev.Body != want || ev.Seq != uint64(i+1) {
+				t.Fatalf("event %d: seq %d, body %.20q; want seq %d, %.20q", i, ev.Seq, ev.Body, i+1, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("event %d did not come", i)
+		}
+	}
+	select {
+	case ev := <-bob.Events():
+		t.Fatalf("Events got %+v although OnEvent is set", ev)
+	default:
 	}
 }

@@ -83,6 +83,7 @@ type Hub struct {
 	slowCloses, idleCloses, rateLimited, delivered, peerDrops atomic.Int64
 
 	sessions sync.WaitGroup
+	pingSeq  atomic.Uint32  // spreads sessions over the ping slots
 	wg       sync.WaitGroup // background goroutines but the dispatcher
 	stop     chan struct{}
 	done     chan struct{}
@@ -302,30 +303,40 @@ func (h *Hub) watch(s *Session, users []string) map[string]presenceState {
 }
 
 // allSessions lists this node's live sessions.
-func (h *Hub) allSessions() []*Session {
+func (h *Hub) allSessions() []*Session { return h.sessionsWhere(func(*Session) bool { return true }) }
+
+func (h *Hub) sessionsWhere(keep func(*Session) bool) []*Session {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var all []*Session
 	for _, us := range h.users {
 		for s := range us.sessions {
-			all = append(all, s)
+			if keep(s) {
+				all = append(all, s)
+			}
 		}
 	}
 	return all
 }
 
+// pingSlots spreads the pings over PingInterval: each session is in one
+// slot, and each tick pings one slot. Pinging every session at once put a
+// node's whole set of pings and pongs (thousands of writes and reads) in
+// the way of the messages of that moment.
+const pingSlots = 20
+
 // pingLoop checks every session's liveness each PingInterval: one ticker
 // for the node instead of one per session.
 func (h *Hub) pingLoop() {
-	t := time.NewTicker(h.opt.PingInterval)
+	t := time.NewTicker(h.opt.PingInterval / pingSlots)
 	defer t.Stop()
-	for {
+	for slot := uint32(0); ; slot = (slot + 1) % pingSlots {
 		select {
 		case <-h.stop:
 			return
 		case <-t.C:
 		}
-		for _, s := range h.allSessions() {
+		for _, s := range h.sessionsWhere(func(s *Session) bool { return s.pingSlot == slot }) {
 			s.ping()
 		}
 	}

@@ -35,6 +35,7 @@ type Session struct {
 	reqs     requestQueue  // requests to handle in order, bounded
 	sends    chan struct{} // a token per send in flight; made by the handler on the first send
 	lastSeen atomic.Int64  // unix ns of the last frame or pong received
+	pingSlot uint32        // which tick of the hub's ping loop pings it
 
 	// watching is the users whose presence this session asked for; guarded
 	// by hub.mu.
@@ -76,7 +77,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		s = &Session{id: newSessionID(), user: user, hub: h, ws: ws, conn: up.conn, ctx: ctx, cancel: cancel,
-			out: outQueue{max: h.opt.SendQueue}, watching: map[string]struct{}{}}
+			out: outQueue{max: h.opt.SendQueue}, watching: map[string]struct{}{}, pingSlot: h.pingSeq.Add(1) % pingSlots}
 		s.lastSeen.Store(time.Now().UnixNano())
 		if !h.register(s) {
 			cancel()
