@@ -16,8 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -169,7 +171,22 @@ func (l *pebbleLogger) Errorf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...))
 }
 
+// Fatalf is Pebble giving up: a write to its log failed, and it cannot go
+// on. On a full disk the node stops at once with a message that says what
+// to do, not a stack trace: every acknowledged write was synced before its
+// ack, and the node restarts on the same data once there is space. Anything
+// else is a fault worth a stack trace.
 func (l *pebbleLogger) Fatalf(format string, args ...any) {
-	l.log.Error(fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf(format, args...)
+	for _, a := range args {
+		if err, ok := a.(error); ok && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+			l.log.Error("the disk is full: the node stops. Free space and start it again; acknowledged messages are on disk", "err", msg)
+			os.Exit(ExitDiskFull)
+		}
+	}
+	l.log.Error(msg)
+	panic(msg)
 }
+
+// ExitDiskFull is the exit status of a node that a full disk stopped.
+const ExitDiskFull = 3
