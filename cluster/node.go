@@ -386,10 +386,14 @@ func (n *Node) leaderPeer(shard int) (string, string, bool) {
 	return meta.Peer, id, true
 }
 
-// leadsLoop keeps the gossiped bitmap of led shards current.
+// leadsLoop keeps the gossiped bitmap of led shards current, and wakes the
+// placement loop when this node has become the leader of a shard: a
+// configuration change the old leader handed over (it leaves the shard)
+// is then made at once, not at the next tick.
 func (n *Node) leadsLoop() {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	var prev []byte
 	for {
 		select {
 		case <-n.stop:
@@ -397,12 +401,18 @@ func (n *Node) leadsLoop() {
 		case <-tick.C:
 		}
 		bits := make([]byte, (len(n.groups)+7)/8)
+		gained := false
 		for i, g := range n.groups {
 			if g.raft.State() == raft.Leader {
 				bits[i/8] |= 1 << (i % 8)
+				gained = gained || prev == nil || prev[i/8]&(1<<(i%8)) == 0
 			}
 		}
+		prev = bits
 		n.members.setLeads(bits)
+		if gained && n.formed.Load() {
+			n.wake()
+		}
 	}
 }
 
