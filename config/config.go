@@ -34,10 +34,24 @@ type Config struct {
 	Limits  Limits  `toml:"limits"`
 	Web     Web     `toml:"web"`
 	Webhook Webhook `toml:"webhook"`
+	Store   Store   `toml:"store"`
+	Debug   Debug   `toml:"debug"`
 
 	// FastGossip shortens memberlist's timers for tests on loopback; it has
 	// no key: production gossip keeps memberlist's LAN defaults.
 	FastGossip bool `toml:"-"`
+}
+
+// Store configures the node's database.
+type Store struct {
+	CacheMB int `toml:"cache_mb"` // Pebble's block cache
+}
+
+// Debug configures what the admin's /debug/pprof endpoints can show.
+type Debug struct {
+	// ContentionProfiles records lock contention and blocking for the mutex
+	// and block profiles, at a small cost to every contended lock.
+	ContentionProfiles bool `toml:"contention_profiles"`
 }
 
 // Webhook configures the outgoing call for offline recipients.
@@ -129,6 +143,7 @@ func Default() Config {
 			SessionsPerUser: 16, SendQueue: 256, HelloTimeout: Duration{10 * time.Second},
 			IdleTimeout: Duration{30 * time.Second}},
 		Webhook: Webhook{Timeout: Duration{5 * time.Second}},
+		Store:   Store{CacheMB: 128},
 	}
 }
 
@@ -222,6 +237,12 @@ func set(f reflect.Value, val string) error {
 			return errors.New("not an integer")
 		}
 		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			return errors.New("not true or false")
+		}
+		*p = b
 	case *float64:
 		n, err := strconv.ParseFloat(val, 64)
 		if err != nil {
@@ -282,6 +303,7 @@ func (c *Config) Validate() error {
 		{c.Cluster.Grace.Duration >= 0, "cluster.grace", c.Cluster.Grace, "must not be negative"},
 		{c.Webhook.URL == "" || strings.HasPrefix(c.Webhook.URL, "http://") || strings.HasPrefix(c.Webhook.URL, "https://"), "webhook.url", strconv.Quote(c.Webhook.URL), "want an http:// or https:// URL"},
 		{c.Webhook.Timeout.Duration > 0, "webhook.timeout", c.Webhook.Timeout, "must be positive"},
+		{c.Store.CacheMB >= 8 && c.Store.CacheMB <= 1<<20, "store.cache_mb", c.Store.CacheMB, "must be 8-1048576"},
 		{validGossipKey(c.Cluster.GossipKey), "cluster.gossip_key", "(hidden)", "must be base64 of 16, 24 or 32 bytes"},
 		{c.Limits.MaxBody >= 1 && c.Limits.MaxBody <= 1<<20, "limits.max_body", c.Limits.MaxBody, "must be 1-1048576"},
 		{c.Limits.MaxFrame >= c.Limits.MaxBody+1024, "limits.max_frame", c.Limits.MaxFrame, "must exceed max_body by at least 1024"},

@@ -27,7 +27,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		}
 	}
 	// The example's values are the defaults.
-	if d := Default(); c.Cluster != d.Cluster || c.Limits != d.Limits || c.Auth != d.Auth || c.Log != d.Log || c.HTTP != d.HTTP {
+	if d := Default(); c.Cluster != d.Cluster || c.Limits != d.Limits || c.Auth != d.Auth || c.Log != d.Log || c.HTTP != d.HTTP || c.Store != d.Store || c.Debug != d.Debug {
 		t.Errorf("config.example.toml differs from Default():\n%+v\n%+v", c, d)
 	}
 }
@@ -36,7 +36,8 @@ func TestPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "p.toml")
 	os.WriteFile(file, []byte("http = \"127.0.0.1:1\"\nnode = \"from-file\"\n[cluster]\nshards = 16\n[auth]\nsecret = \"file-secret-0123456789\"\n"), 0o600)
 	env := map[string]string{"PARLEY_NODE": "from-env", "PARLEY_CLUSTER_SHARDS": "32", "PARLEY_BOOTSTRAP_EXPECT": "1",
-		"PARLEY_JOIN": "a:1, b:2", "PARLEY_CLUSTER_COMMIT_TIMEOUT": "250ms"}
+		"PARLEY_JOIN": "a:1, b:2", "PARLEY_CLUSTER_COMMIT_TIMEOUT": "250ms", "PARLEY_DEBUG_CONTENTION_PROFILES": "true",
+		"PARLEY_STORE_CACHE_MB": "64"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	c, err := Load(file, lookup, map[string]string{"node": "from-flag"})
 	if err != nil {
@@ -47,6 +48,9 @@ func TestPrecedence(t *testing.T) {
 	}
 	if len(c.Join) != 2 || c.Join[1] != "b:2" || c.Cluster.CommitTimeout.Duration != 250*time.Millisecond {
 		t.Fatalf("lists and durations from env: %v %v", c.Join, c.Cluster.CommitTimeout)
+	}
+	if !c.Debug.ContentionProfiles || c.Store.CacheMB != 64 {
+		t.Fatalf("booleans and section ints from env: %+v %+v", c.Debug, c.Store)
 	}
 	if c.Data != "./parley-data" {
 		t.Fatalf("default data dir %q", c.Data)
@@ -78,6 +82,8 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 		{"bad duration", "", map[string]string{"PARLEY_CLUSTER_COMMIT_TIMEOUT": "soon"}, nil, []string{"PARLEY_CLUSTER_COMMIT_TIMEOUT", "soon"}},
 		{"bad address flag", "", nil, map[string]string{"http": "localhost"}, []string{"http", "localhost"}},
 		{"short secret", "", map[string]string{"PARLEY_AUTH_SECRET": "tinysecret"}, nil, []string{"auth.secret"}},
+		{"tiny cache", "", map[string]string{"PARLEY_STORE_CACHE_MB": "1"}, nil, []string{"store.cache_mb", "1"}},
+		{"bad bool", "", map[string]string{"PARLEY_DEBUG_CONTENTION_PROFILES": "maybe"}, nil, []string{"PARLEY_DEBUG_CONTENTION_PROFILES", "maybe"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

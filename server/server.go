@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,10 +62,14 @@ func Start(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
+	if cfg.Debug.ContentionProfiles { // for /debug/pprof/mutex and /debug/pprof/block
+		runtime.SetMutexProfileFraction(100)
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+	}
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if s.store, err = store.Open(cfg.Data, log); err != nil {
+	if s.store, err = store.OpenWith(cfg.Data, log, store.Options{CacheBytes: int64(cfg.Store.CacheMB) << 20}); err != nil {
 		return nil, err
 	}
 	if s.nodeID, err = resolveNodeID(s.store, cfg.Node); err != nil {

@@ -36,8 +36,20 @@ type Store struct {
 	dir string
 }
 
-// Open opens (or creates) the database under dir/db. Pebble logs through log.
-func Open(dir string, log *slog.Logger) (*Store, error) {
+// Options tune the database.
+type Options struct {
+	CacheBytes int64 // Pebble's block cache (default 128 MiB)
+}
+
+// Open opens (or creates) the database under dir/db with the default
+// options. Pebble logs through log.
+func Open(dir string, log *slog.Logger) (*Store, error) { return OpenWith(dir, log, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 128 << 20
+	}
 	opts := &pebble.Options{
 		Logger: newPebbleLogger(log.With("sys", "pebble")),
 		// Every send reads its channel's state and looks up its idempotency
@@ -47,7 +59,7 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		// misses and the cache keeps index and hot blocks. (A 32 MiB
 		// memtable measured no better than the 4 MiB default: its skiplist
 		// searches and inserts miss the CPU caches more.)
-		CacheSize: 128 << 20,
+		CacheSize: o.CacheBytes,
 	}
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
