@@ -50,7 +50,8 @@ type Store struct {
 // Debug configures what the admin's /debug/pprof endpoints can show.
 type Debug struct {
 	// ContentionProfiles records lock contention and blocking for the mutex
-	// and block profiles, at a small cost to every contended lock.
+	// and block profiles, at a cost to every lock wait and blocking
+	// operation (see config.example.toml): for a profiling session.
 	ContentionProfiles bool `toml:"contention_profiles"`
 }
 
