@@ -233,8 +233,9 @@ func (s *Session) writeQueued() {
 			return
 		}
 		// The frames go into the corked connection (no syscall, no timer
-		// each) and out in one write, which gives up at the deadline.
-		s.conn.cork(time.Now().Add(s.hub.opt.WriteTimeout))
+		// each) and out in one write, which gives up after WriteTimeout
+		// (half to all of it).
+		s.conn.cork(s.hub.opt.WriteTimeout)
 		for _, f := range frames {
 			if err := s.ws.Write(context.Background(), websocket.MessageText, f.b); err != nil {
 				s.conn.uncork()
