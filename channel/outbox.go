@@ -50,6 +50,10 @@ func (s *Service) flushIndex(ctx context.Context, from int, entries []IndexEntry
 func (s *Service) RunOutbox(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	// emptyAt[shard] is the applied index at which the local copy last had
+	// no pending entries: an entry only comes with a newer one, so until
+	// the shard applies something the copy need not be looked at again.
+	emptyAt := make([]uint64, len(s.keys))
 	for {
 		select {
 		case <-ctx.Done():
@@ -60,11 +64,20 @@ func (s *Service) RunOutbox(ctx context.Context, interval time.Duration) {
 			if ctx.Err() != nil {
 				return
 			}
+			if !s.r.IsLeader(shard) {
+				continue
+			}
+			applied := s.r.AppliedIndex(shard)
+			if applied != 0 && applied == emptyAt[shard] {
+				continue
+			}
 			// The local copy says whether there is anything to do; only
 			// then is a linearized read worth its round trip.
-			if s.r.IsLeader(shard) && s.hasLocalOutbox(shard) {
-				s.drainOutbox(ctx, shard)
+			if !s.hasLocalOutbox(shard) {
+				emptyAt[shard] = applied
+				continue
 			}
+			s.drainOutbox(ctx, shard)
 		}
 	}
 }

@@ -34,6 +34,9 @@ type Router interface {
 	// confirming leadership first: possibly a little stale, and cheaper.
 	ReadLeaderState(ctx context.Context, shard int, op []byte) ([]byte, error)
 	IsLeader(shard int) bool
+	// AppliedIndex is the last log index this node's copy of the shard
+	// has applied.
+	AppliedIndex(shard int) uint64
 }
 
 // Options are the service's limits and policies.

@@ -373,6 +373,14 @@ func ShardOf(id string, shards int) int {
 // IsLeader reports whether this node leads shard now.
 func (n *Node) IsLeader(shard int) bool { return n.groups[shard].raft.State() == raft.Leader }
 
+// AppliedIndex is the last log index this node's state machine has applied
+// for shard: its state includes that entry. (raft's own AppliedIndex counts
+// entries handed to the state machine, possibly not applied yet.)
+func (n *Node) AppliedIndex(shard int) uint64 {
+	i, _ := n.groups[shard].fsm.appliedIndex()
+	return i
+}
+
 // leaderPeer returns the peer address of shard's leader, if one is known:
 // from Raft on a replica, else from what the members gossip.
 func (n *Node) leaderPeer(shard int) (string, string, bool) {
