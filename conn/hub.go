@@ -59,10 +59,11 @@ type Hub struct {
 	opt    Options
 	log    *slog.Logger
 
-	mu       sync.Mutex // guards users, watchers, lastSeen, closed
+	mu       sync.Mutex // guards users, watchers, lastSeen, pingSets, closed
 	users    map[string]*userState
 	watchers map[string]map[*Session]struct{} // user -> sessions that asked for their presence
 	lastSeen map[string]int64                 // ms, when each user's last session ended
+	pingSets [pingSlots]map[*Session]struct{} // the sessions of each ping slot
 	closed   bool
 
 	events  chan []channel.Event // committed events, in commit order per shard
@@ -101,6 +102,9 @@ func NewHub(svc *channel.Service, issuer *auth.Issuer, opt Options, log *slog.Lo
 		events: make(chan []channel.Event, 4096), members: newMemberCache(svc),
 		dir: directory{byNode: map[string]map[string]struct{}{}}, links: map[string]*peerLink{},
 		dirPoke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	for i := range h.pingSets {
+		h.pingSets[i] = map[*Session]struct{}{}
+	}
 	go h.dispatch()
 	h.wg.Add(1)
 	go func() {
@@ -216,6 +220,7 @@ func (h *Hub) register(s *Session) bool {
 		return false
 	}
 	us.sessions[s] = struct{}{}
+	h.pingSets[s.pingSlot][s] = struct{}{}
 	s.limiter = us.limiter
 	h.sessions.Add(1)
 	if len(us.sessions) == 1 {
@@ -245,6 +250,7 @@ func (h *Hub) unregister(s *Session) {
 		return
 	}
 	delete(us.sessions, s)
+	delete(h.pingSets[s.pingSlot], s)
 	h.sessions.Done()
 	if len(us.sessions) == 0 {
 		delete(h.users, s.user)
@@ -303,20 +309,27 @@ func (h *Hub) watch(s *Session, users []string) map[string]presenceState {
 }
 
 // allSessions lists this node's live sessions.
-func (h *Hub) allSessions() []*Session { return h.sessionsWhere(func(*Session) bool { return true }) }
-
-func (h *Hub) sessionsWhere(keep func(*Session) bool) []*Session {
+func (h *Hub) allSessions() []*Session {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var all []*Session
 	for _, us := range h.users {
 		for s := range us.sessions {
-			if keep(s) {
-				all = append(all, s)
-			}
+			all = append(all, s)
 		}
 	}
 	return all
+}
+
+// pingSet lists the live sessions of one ping slot.
+func (h *Hub) pingSet(slot uint32) []*Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*Session, 0, len(h.pingSets[slot]))
+	for s := range h.pingSets[slot] {
+		out = append(out, s)
+	}
+	return out
 }
 
 // pingSlots spreads the pings over PingInterval: each session is in one
@@ -336,7 +349,7 @@ func (h *Hub) pingLoop() {
 			return
 		case <-t.C:
 		}
-		for _, s := range h.sessionsWhere(func(s *Session) bool { return s.pingSlot == slot }) {
+		for _, s := range h.pingSet(slot) {
 			s.ping()
 		}
 	}
