@@ -24,7 +24,7 @@ lint: ## gofmt, go vet, staticcheck
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-bench: build ## the load suite against a local three-node cluster; writes BENCHMARKS.md (about 4 minutes)
+bench: build ## the load suite against a local three-node cluster; writes BENCHMARKS.md (about 8 minutes)
 	./scripts/bench.sh
 
 bench-node: ## sends per second through one node with batching on and off (go test -bench)

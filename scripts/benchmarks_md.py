@@ -75,7 +75,7 @@ for m in (1000, 5000):
         lm, md = r.get("last_member_ms"), r.get("median_member_ms")
         print(f"| {m} | {lat(md)} | {lat(md,'p99')} | {lat(lm)} | {lat(lm,'p99')} | {lat(lm,'max')} |")
 if conns:
-    print(f"\n## Idle sessions\n\n{conns.get('sessions', 0)} sessions held by one node: {conns.get('server_bytes_per_session', 0)/1024:.1f} KiB of server memory each (RSS growth / sessions); errors: {errors(conns)}.\n")
+    print(f"\n## Idle sessions\n\n{conns.get('sessions', 0)} sessions held by one node of a fresh cluster: {conns.get('server_bytes_per_session', 0)/1024:.1f} KiB of server memory each (RSS growth / sessions); errors: {errors(conns)}.\n")
 if idle:
     print(f"## Idle cluster\n\n3 nodes, 64 shards, no traffic, 60 s: {idle['idle_cpu_pct_of_one_core']}% of one core (user + system time of the three processes).\n")
 if fo:
