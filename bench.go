@@ -144,10 +144,13 @@ func (r *recorder) deliveredAt(d time.Duration) {
 func (r *recorder) fail(err error) {
 	code := "network"
 	var ce *client.Error
-	if errors.As(err, &ce) {
+	switch {
+	case errors.As(err, &ce):
 		code = ce.Code
-	} else if errors.Is(err, context.DeadlineExceeded) {
+	case errors.Is(err, context.DeadlineExceeded):
 		code = "timeout"
+	case errors.Is(err, client.ErrClosed):
+		code = "connection_closed" // the session ended (the server closed it: see the sender's log)
 	}
 	r.mu.Lock()
 	r.errors[code]++
@@ -410,6 +413,12 @@ func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
 					cancel()
 					if err != nil {
 						rec.fail(err)
+						if errors.Is(err, client.ErrClosed) {
+							// This sender's session is gone: say so once
+							// per slot, and do not spin on it.
+							fmt.Fprintf(os.Stderr, "parley: bench: %s's session ended: %v\n", users[i], c.Err())
+							return
+						}
 						continue
 					}
 					rec.ackAt(time.Since(t0))
