@@ -17,7 +17,16 @@ var ErrUnavailable = errors.New("shard unavailable")
 // proposal is one command waiting to be packed into a log entry.
 type proposal struct {
 	cmd  []byte
-	done chan outcome // buffered, receives exactly one outcome
+	done chan outcome  // buffered, receives exactly one outcome; or
+	cb   func(outcome) // called once with it
+}
+
+func (p proposal) finish(o outcome) {
+	if p.cb != nil {
+		p.cb(o)
+		return
+	}
+	p.done <- o
 }
 
 type outcome struct {
@@ -63,7 +72,16 @@ func (b *batcher) propose(ctx context.Context, cmd []byte) (any, error) {
 // submit queues cmd: it holds its place in the shard's commit order from
 // here on.
 func (b *batcher) submit(ctx context.Context, cmd []byte) (proposal, error) {
-	p := proposal{cmd: cmd, done: make(chan outcome, 1)}
+	return b.queue(ctx, proposal{cmd: cmd, done: make(chan outcome, 1)})
+}
+
+// submitFunc is submit for a caller that does not wait: once the proposal
+// is queued, done is called with its outcome (unless the node stops first).
+func (b *batcher) submitFunc(ctx context.Context, cmd []byte, done func(outcome)) (proposal, error) {
+	return b.queue(ctx, proposal{cmd: cmd, cb: done})
+}
+
+func (b *batcher) queue(ctx context.Context, p proposal) (proposal, error) {
 	select {
 	case b.in <- p:
 		return p, nil
@@ -129,28 +147,28 @@ func (b *batcher) wait(f raft.ApplyFuture, batch []proposal) {
 	defer func() { <-b.slots }()
 	if err := f.Error(); err != nil {
 		for _, p := range batch {
-			p.done <- outcome{err: fmt.Errorf("%w: %v", ErrUnavailable, err)}
+			p.finish(outcome{err: fmt.Errorf("%w: %v", ErrUnavailable, err)})
 		}
 		return
 	}
 	res, ok := f.Response().([]any)
 	if !ok {
 		for _, p := range batch {
-			p.done <- outcome{err: fmt.Errorf("entry %d was not applied", f.Index())}
+			p.finish(outcome{err: fmt.Errorf("entry %d was not applied", f.Index())})
 		}
 		return
 	}
 	i := 0
 	for _, p := range batch {
 		if p.cmd == nil {
-			p.done <- outcome{}
+			p.finish(outcome{})
 			continue
 		}
 		if i >= len(res) {
-			p.done <- outcome{err: fmt.Errorf("entry %d has %d results for more commands", f.Index(), len(res))}
+			p.finish(outcome{err: fmt.Errorf("entry %d has %d results for more commands", f.Index(), len(res))})
 			continue
 		}
-		p.done <- outcome{val: res[i]}
+		p.finish(outcome{val: res[i]})
 		i++
 	}
 }

@@ -1,31 +1,50 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
+	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Proposals for shards led by another node go through one link per leader
-// node: a queue and one goroutine that sends everything queued as one RPC,
-// waits for its results, and sends the next. Under load a forwarded RPC
-// carries many proposals (one HTTP round trip, not one per message), and
-// because a link has one RPC in flight and the leader queues a batch's
-// proposals in its order, proposals forwarded by one node reach each
-// shard's batcher in the order they were made. That is what lets a session
-// pipeline its sends and still see them committed in the order it sent them
-// (see WithQueued).
-
-// maxForwardBatch bounds the proposals in one forwarded RPC.
-const maxForwardBatch = 1024
+// node: a queue, and one TCP stream on the peer port (kind 'f') that
+// carries them in the order they were made. The leader reads the stream in
+// order and queues each proposal in its shard's batcher before reading the
+// next, so proposals forwarded by one node reach each batcher in the order
+// they were made. That is what lets a session pipeline its sends and still
+// see them committed in the order it sent them (see WithQueued).
+//
+// The stream is pipelined both ways: the sender writes proposals as they
+// come (one write for all that queued meanwhile) without waiting for
+// answers, and the leader answers each as soon as its entry is applied,
+// tagged with the proposal's id. One slow shard holds up only its own
+// proposals, and nothing waits for the previous round trip.
+//
+//	proposal: uvarint(len) uvarint(id) uvarint(shard) bytes(cmd)
+//	answer:   uvarint(len) uvarint(id) status(1) bytes(value)
+//
+// status 0: the result's JSON; 1: an unavailable reason (the caller
+// retries); 2: an error. A stream that breaks fails every proposal it
+// carried with ErrUnavailable: their outcome is unknown.
+const kindFwd byte = 'f'
 
 // forwardQueue bounds the proposals waiting on one link.
 const forwardQueue = 8192
+
+// forwardTimeout bounds how long a link waits for any answer while
+// proposals are outstanding before it gives the stream up: longer than a
+// proposal may take at the leader (the batcher's 5 s), so the leader
+// answers first.
+const forwardTimeout = 8 * time.Second
 
 type fwdItem struct {
 	shard int
@@ -86,156 +105,358 @@ func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []by
 	}
 }
 
-// runLink sends the link's queue to peerAddr until the node stops.
+// runLink carries the link's queue to peerAddr until the node stops,
+// dialing a stream when there is something to send and none is open.
 func (n *Node) runLink(peerAddr string, l *fwdLink) {
 	for {
 		var first fwdItem
 		select {
 		case first = <-l.q:
 		case <-n.stop:
-			for {
-				select {
-				case it := <-l.q:
-					it.done <- outcome{err: fmt.Errorf("%w: shutting down", ErrUnavailable)}
-				default:
-					return
-				}
-			}
+			l.failQueued(fmt.Errorf("%w: shutting down", ErrUnavailable))
+			return
 		}
-		batch := []fwdItem{first}
+		c, err := n.mux.Layer(kindFwd, 0).Dial(raft.ServerAddress(peerAddr), 5*time.Second)
+		if err != nil {
+			// Everything queued now would meet the same peer: fail it
+			// rather than dial once per proposal.
+			err = fmt.Errorf("%w: %s: %v", ErrUnavailable, peerAddr, err)
+			first.done <- outcome{err: err}
+			l.failQueued(err)
+			continue
+		}
+		n.runStream(c, l, first)
+	}
+}
+
+// failQueued answers everything waiting in the queue with err.
+func (l *fwdLink) failQueued(err error) {
+	for {
+		select {
+		case it := <-l.q:
+			it.done <- outcome{err: err}
+		default:
+			return
+		}
+	}
+}
+
+// fwdPending are a stream's proposals sent and not yet answered.
+type fwdPending struct {
+	mu     sync.Mutex
+	items  map[uint64]fwdSent
+	broken error // set once the stream failed; later adds fail at once
+}
+
+type fwdSent struct {
+	done chan outcome
+	at   time.Time
+}
+
+func (p *fwdPending) add(id uint64, done chan outcome) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.broken != nil {
+		done <- outcome{err: p.broken}
+		return false
+	}
+	p.items[id] = fwdSent{done: done, at: time.Now()}
+	return true
+}
+
+func (p *fwdPending) take(id uint64) (chan outcome, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.items[id]
+	delete(p.items, id)
+	return s.done, ok
+}
+
+// fail answers every outstanding proposal with err, and every later one.
+func (p *fwdPending) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.broken == nil {
+		p.broken = err
+	}
+	for id, s := range p.items {
+		s.done <- outcome{err: p.broken}
+		delete(p.items, id)
+	}
+}
+
+// stale reports whether a proposal has waited longer than d.
+func (p *fwdPending) stale(d time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.items {
+		if time.Since(s.at) > d {
+			return true
+		}
+	}
+	return false
+}
+
+// runStream sends the link's proposals on c, starting with first, while a
+// reader hands out the answers. It returns when the stream breaks (every
+// proposal it carried is then answered with ErrUnavailable) or the node
+// stops.
+func (n *Node) runStream(c net.Conn, l *fwdLink, first fwdItem) {
+	defer c.Close()
+	peer := c.RemoteAddr().String()
+	pend := &fwdPending{items: map[uint64]fwdSent{}}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		err := readAnswers(bufio.NewReader(c), pend)
+		pend.fail(fmt.Errorf("%w: forwarding stream to %s: %v", ErrUnavailable, peer, err))
+		c.Close() // stops the writer's next write
+	}()
+	defer func() {
+		c.Close()
+		<-readerDone
+	}()
+	w := bufio.NewWriterSize(c, 64<<10)
+	var id uint64
+	var frame []byte
+	send := func(it fwdItem) bool {
+		id++
+		if !pend.add(id, it.done) {
+			return false
+		}
+		frame = appendFwdRequest(frame[:0], id, it.shard, it.cmd)
+		_, err := w.Write(frame)
+		return err == nil
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	if !send(first) {
+		return
+	}
+	for {
+		// Everything queued meanwhile goes in the same write.
 	fill:
-		for len(batch) < maxForwardBatch {
+		for {
 			select {
 			case it := <-l.q:
-				batch = append(batch, it)
+				if !send(it) {
+					return
+				}
 			default:
 				break fill
 			}
 		}
-		n.sendBatch(peerAddr, batch)
+		c.SetWriteDeadline(time.Now().Add(forwardTimeout))
+		if w.Flush() != nil {
+			return
+		}
+		select {
+		case it := <-l.q:
+			if !send(it) {
+				return
+			}
+		case <-tick.C:
+			if pend.stale(forwardTimeout) {
+				n.log.Warn("forwarding stream gave no answer in time; reconnecting", "peer", peer)
+				return
+			}
+		case <-readerDone:
+			return
+		case <-n.stop:
+			pend.fail(fmt.Errorf("%w: shutting down", ErrUnavailable))
+			return
+		}
 	}
 }
 
-// sendBatch forwards one batch and hands each proposal its outcome.
-func (n *Node) sendBatch(peerAddr string, batch []fwdItem) {
-	body := binary.AppendUvarint(nil, uint64(len(batch)))
-	for _, it := range batch {
-		body = binary.AppendUvarint(body, uint64(it.shard))
-		body = appendBytes(body, it.cmd)
+// readAnswers hands each answer on r to its proposal until r fails.
+func readAnswers(r *bufio.Reader, pend *fwdPending) error {
+	var buf []byte
+	for {
+		var err error
+		if buf, err = readFrame(r, buf); err != nil {
+			return err
+		}
+		id, o, err := parseFwdAnswer(buf)
+		if err != nil {
+			return err
+		}
+		if done, ok := pend.take(id); ok {
+			done <- o
+		}
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, forwardTimeout)
+}
+
+// serveForwards accepts forwarding streams from other nodes until the node
+// stops.
+func (n *Node) serveForwards() {
+	layer := n.mux.Layer(kindFwd, 0)
+	go func() {
+		<-n.stop
+		layer.Close()
+	}()
+	for {
+		c, err := layer.Accept()
+		if err != nil {
+			return
+		}
+		n.goRun(func() { n.serveStream(c) })
+	}
+}
+
+// serveStream reads one node's forwarded proposals in order, queues each in
+// its shard's batcher, and writes each answer as soon as it is known.
+func (n *Node) serveStream(c net.Conn) {
+	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
-	out, err := n.call(ctx, peerAddr, "/propose-batch", body)
-	var results []outcome
-	if err == nil {
-		results, err = decodeOutcomes(out, len(batch))
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	answers := make(chan []byte, 1024)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		writeAnswers(ctx, c, answers)
+		cancel()
+	}()
+	defer func() {
+		cancel()
+		<-writerDone
+	}()
+	answer := func(id uint64, o outcome) {
+		select {
+		case answers <- encodeFwdAnswer(id, o):
+		case <-ctx.Done():
+		}
 	}
-	for i, it := range batch {
+	r := bufio.NewReaderSize(c, 64<<10)
+	var buf []byte
+	for {
+		var err error
+		if buf, err = readFrame(r, buf); err != nil {
+			if ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				n.log.Warn("forwarding stream", "remote", c.RemoteAddr(), "err", err)
+			}
+			return
+		}
+		id, shard, cmd, err := parseFwdRequest(buf, len(n.groups))
 		if err != nil {
-			it.done <- outcome{err: err}
+			n.log.Warn("malformed forwarded proposal; closing the stream", "remote", c.RemoteAddr(), "err", err)
+			return
+		}
+		if !n.IsLeader(shard) {
+			answer(id, outcome{err: fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, shard)})
 			continue
 		}
-		it.done <- results[i]
+		cmd = append([]byte(nil), cmd...) // buf is reused for the next frame
+		if _, err := n.groups[shard].batch.submitFunc(ctx, cmd, func(o outcome) { answer(id, o) }); err != nil {
+			answer(id, outcome{err: err})
+		}
 	}
 }
 
-// forwardTimeout bounds one forwarded batch: longer than a proposal may
-// take at the leader (the batcher's 5 s), so the leader answers first.
-const forwardTimeout = 8 * time.Second
-
-// handleProposeBatch queues a forwarded batch's proposals in their order,
-// then waits for them all and answers each: 0 and the result's JSON, 1 and
-// an unavailable reason (the caller retries), or 2 and an error.
-func (n *Node) handleProposeBatch(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
-	if err != nil {
-		return
-	}
-	items, err := decodeBatch(body, len(n.groups))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	ctx := r.Context()
-	waits := make([]func() outcome, len(items))
-	for i, it := range items {
-		g := n.groups[it.shard]
-		if !n.IsLeader(it.shard) {
-			err := fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, it.shard)
-			waits[i] = func() outcome { return outcome{err: err} }
-			continue
+// writeAnswers writes answers to c, one write for all that are ready,
+// until ctx ends or a write fails.
+func writeAnswers(ctx context.Context, c net.Conn, answers <-chan []byte) {
+	w := bufio.NewWriterSize(c, 64<<10)
+	for {
+		select {
+		case a := <-answers:
+			if _, err := w.Write(a); err != nil {
+				return
+			}
+		case <-ctx.Done():
+			return
 		}
-		p, err := g.batch.submit(ctx, it.cmd)
-		if err != nil {
-			waits[i] = func() outcome { return outcome{err: err} }
-			continue
-		}
-		waits[i] = func() outcome { return g.batch.await(ctx, p) }
-	}
-	var out []byte
-	for _, wait := range waits {
-		o := wait()
-		var status byte
-		var b []byte
-		switch {
-		case errors.Is(o.err, ErrUnavailable):
-			status, b = 1, []byte(o.err.Error())
-		case o.err != nil:
-			status, b = 2, []byte(o.err.Error())
-		default:
-			if b, err = json.Marshal(o.val); err != nil {
-				status, b = 2, []byte(err.Error())
+		if len(answers) == 0 {
+			c.SetWriteDeadline(time.Now().Add(forwardTimeout))
+			if w.Flush() != nil {
+				return
 			}
 		}
-		out = appendBytes(append(out, status), b)
 	}
-	w.Write(out)
 }
 
-var errBadBatch = errors.New("malformed forwarded batch")
+var errBadFrame = errors.New("malformed forwarding frame")
 
-func decodeBatch(b []byte, shards int) ([]fwdItem, error) {
-	n, b, ok := uvarint(b, true)
-	if !ok || n > maxForwardBatch {
-		return nil, errBadBatch
+// readFrame reads one length-prefixed frame into buf's storage.
+func readFrame(r *bufio.Reader, buf []byte) ([]byte, error) {
+	size, err := binary.ReadUvarint(r)
+	if err != nil {
+		return buf, err
 	}
-	items := make([]fwdItem, 0, n)
-	for range n {
-		var shard uint64
-		var cmd []byte
-		shard, b, ok = uvarint(b, ok)
-		cmd, b, ok = bytesField(b, ok)
-		if !ok || shard >= uint64(shards) {
-			return nil, errBadBatch
-		}
-		items = append(items, fwdItem{shard: int(shard), cmd: cmd})
+	if size > maxRPCBody {
+		return buf, fmt.Errorf("%w: %d bytes", errBadFrame, size)
 	}
-	if len(b) != 0 {
-		return nil, errBadBatch
+	if uint64(cap(buf)) < size {
+		buf = make([]byte, size)
 	}
-	return items, nil
+	buf = buf[:size]
+	_, err = io.ReadFull(r, buf)
+	return buf, err
 }
 
-func decodeOutcomes(b []byte, want int) ([]outcome, error) {
-	out := make([]outcome, 0, want)
-	for range want {
-		if len(b) == 0 {
-			return nil, fmt.Errorf("%w: short forwarded reply", ErrUnavailable)
-		}
-		status := b[0]
-		v, rest, ok := bytesField(b[1:], true)
-		if !ok {
-			return nil, fmt.Errorf("%w: malformed forwarded reply", ErrUnavailable)
-		}
-		b = rest
-		switch status {
-		case 0:
-			out = append(out, outcome{val: v})
-		case 1:
-			out = append(out, outcome{err: fmt.Errorf("%w: %s", ErrUnavailable, v)})
-		default:
-			out = append(out, outcome{err: errors.New(string(v))})
+func uvarintLen(v uint64) int {
+	return len(binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64), v))
+}
+
+func appendFwdRequest(b []byte, id uint64, shard int, cmd []byte) []byte {
+	size := uvarintLen(id) + uvarintLen(uint64(shard)) + uvarintLen(uint64(len(cmd))) + len(cmd)
+	b = binary.AppendUvarint(b, uint64(size))
+	b = binary.AppendUvarint(b, id)
+	b = binary.AppendUvarint(b, uint64(shard))
+	return appendBytes(b, cmd)
+}
+
+func parseFwdRequest(p []byte, shards int) (id uint64, shard int, cmd []byte, err error) {
+	id, p, ok := uvarint(p, true)
+	s, p, ok := uvarint(p, ok)
+	cmd, p, ok = bytesField(p, ok)
+	if !ok || len(p) != 0 || s >= uint64(shards) {
+		return 0, 0, nil, errBadFrame
+	}
+	return id, int(s), cmd, nil
+}
+
+// encodeFwdAnswer frames the answer to proposal id.
+func encodeFwdAnswer(id uint64, o outcome) []byte {
+	var status byte
+	var v []byte
+	switch {
+	case errors.Is(o.err, ErrUnavailable):
+		status, v = 1, []byte(o.err.Error())
+	case o.err != nil:
+		status, v = 2, []byte(o.err.Error())
+	default:
+		var err error
+		if v, err = json.Marshal(o.val); err != nil {
+			status, v = 2, []byte(err.Error())
 		}
 	}
-	return out, nil
+	size := uvarintLen(id) + 1 + uvarintLen(uint64(len(v))) + len(v)
+	b := binary.AppendUvarint(make([]byte, 0, size+binary.MaxVarintLen64), uint64(size))
+	b = binary.AppendUvarint(b, id)
+	return appendBytes(append(b, status), v)
+}
+
+func parseFwdAnswer(p []byte) (uint64, outcome, error) {
+	id, p, ok := uvarint(p, true)
+	if !ok || len(p) == 0 {
+		return 0, outcome{}, errBadFrame
+	}
+	status := p[0]
+	v, p, ok := bytesField(p[1:], true)
+	if !ok || len(p) != 0 {
+		return 0, outcome{}, errBadFrame
+	}
+	v = append([]byte(nil), v...) // the frame's buffer is reused
+	switch status {
+	case 0:
+		return id, outcome{val: v}, nil
+	case 1:
+		return id, outcome{err: fmt.Errorf("%w: %s", ErrUnavailable, v)}, nil
+	default:
+		return id, outcome{err: errors.New(string(v))}, nil
+	}
 }

@@ -1,46 +1,84 @@
 package cluster
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/parleychat/parley/internal/testutil"
 )
 
-func TestForwardBatchEncoding(t *testing.T) {
-	var body []byte
-	body = binary.AppendUvarint(body, 2)
-	for _, it := range []fwdItem{{shard: 3, cmd: []byte("a")}, {shard: 63, cmd: nil}} {
-		body = binary.AppendUvarint(body, uint64(it.shard))
-		body = binary.AppendUvarint(body, uint64(len(it.cmd)))
-		body = append(body, it.cmd...)
-	}
-	items, err := decodeBatch(body, 64)
-	if err != nil || len(items) != 2 || items[0].shard != 3 || string(items[0].cmd) != "a" || items[1].shard != 63 || len(items[1].cmd) != 0 {
-		t.Fatalf("decoded %+v, %v", items, err)
-	}
-	// Every truncation, a shard out of range and trailing bytes are refused.
-	for i := range len(body) {
-		if _, err := decodeBatch(body[:i], 64); err == nil {
-			t.Fatalf("a batch cut at %d bytes was accepted", i)
+func TestForwardFrames(t *testing.T) {
+	var b []byte
+	b = appendFwdRequest(b, 7, 3, []byte("a"))
+	b = appendFwdRequest(b, 300, 63, nil)
+	r := bufio.NewReader(bytes.NewReader(b))
+	var buf []byte
+	var err error
+	for _, want := range []struct {
+		id    uint64
+		shard int
+		cmd   string
+	}{{7, 3, "a"}, {300, 63, ""}} {
+		if buf, err = readFrame(r, buf); err != nil {
+			t.Fatal(err)
+		}
+		id, shard, cmd, err := parseFwdRequest(buf, 64)
+		if err != nil || id != want.id || shard != want.shard || string(cmd) != want.cmd {
+			t.Fatalf("decoded %d %d %q %v, want %+v", id, shard, cmd, err, want)
+		}
+		if _, _, _, err := parseFwdRequest(buf, want.shard); err == nil {
+			t.Fatalf("shard %d of %d accepted", want.shard, want.shard)
+		}
+		for i := range len(buf) { // every truncation and trailing bytes are refused
+			if _, _, _, err := parseFwdRequest(buf[:i], 64); err == nil {
+				t.Fatalf("a proposal cut at %d bytes was accepted", i)
+			}
+		}
+		if _, _, _, err := parseFwdRequest(append(buf, 0), 64); err == nil {
+			t.Fatal("trailing bytes accepted")
 		}
 	}
-	if _, err := decodeBatch(body, 63); err == nil {
-		t.Fatal("shard 63 of 63 accepted")
+	if _, err := readFrame(r, buf); err != io.EOF {
+		t.Fatalf("after the last frame: %v", err)
 	}
-	if _, err := decodeBatch(append(body, 0), 64); err == nil {
-		t.Fatal("trailing bytes accepted")
+	huge := binary.AppendUvarint(nil, maxRPCBody+1)
+	if _, err := readFrame(bufio.NewReader(bytes.NewReader(huge)), nil); !errors.Is(err, errBadFrame) {
+		t.Fatalf("an oversized frame: %v", err)
 	}
 
-	reply := []byte{0, 2, '{', '}', 1, 1, 'x', 2, 1, 'y'}
-	outs, err := decodeOutcomes(reply, 3)
-	if err != nil || string(outs[0].val.([]byte)) != "{}" || !errors.Is(outs[1].err, ErrUnavailable) ||
-		outs[2].err == nil || errors.Is(outs[2].err, ErrUnavailable) {
-		t.Fatalf("outcomes %+v, %v", outs, err)
+	answers := [][]byte{
+		encodeFwdAnswer(1, outcome{val: map[string]int{"seq": 4}}),
+		encodeFwdAnswer(2, outcome{err: fmt.Errorf("%w: no leader", ErrUnavailable)}),
+		encodeFwdAnswer(3, outcome{err: errors.New("refused")}),
 	}
-	if _, err := decodeOutcomes(reply[:5], 3); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("a short reply: %v", err)
+	r = bufio.NewReader(bytes.NewReader(bytes.Join(answers, nil)))
+	var outs []outcome
+	for i := range answers {
+		if buf, err = readFrame(r, buf); err != nil {
+			t.Fatal(err)
+		}
+		id, o, err := parseFwdAnswer(buf)
+		if err != nil || id != uint64(i+1) {
+			t.Fatalf("answer %d: id %d, %v", i, id, err)
+		}
+		outs = append(outs, o)
+	}
+	if string(outs[0].val.([]byte)) != `{"seq":4}` || !errors.Is(outs[1].err, ErrUnavailable) ||
+		outs[2].err == nil || errors.Is(outs[2].err, ErrUnavailable) {
+		t.Fatalf("outcomes %+v", outs)
+	}
+	if _, _, err := parseFwdAnswer(nil); err == nil {
+		t.Fatal("an empty answer was accepted")
 	}
 }
 
@@ -63,5 +101,155 @@ func TestBeatResponseEncoding(t *testing.T) {
 		if _, _, err := decodeBeatResponse(b[:i], &out); err == nil {
 			t.Fatalf("an answer cut at %d bytes was read", i)
 		}
+	}
+}
+
+// fakeLeader accepts one forwarding stream on its own mux and hands each
+// proposal frame it reads to the test.
+func fakeLeader(t *testing.T) (*Mux, <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMux(ln, nil, testutil.Logger())
+	t.Cleanup(func() { m.Close() })
+	conns := make(chan net.Conn, 1)
+	go func() {
+		c, err := m.Layer(kindFwd, 0).Accept()
+		if err == nil {
+			conns <- c
+		}
+	}()
+	return m, conns
+}
+
+// forwarder is a node with no shards of its own: all it does is forward.
+func forwarder(t *testing.T) *Node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{log: testutil.Logger(), mux: NewMux(ln, nil, testutil.Logger()), stop: make(chan struct{}), links: map[string]*fwdLink{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		close(n.stop)
+		n.cancel()
+		n.wg.Wait()
+		n.mux.Close()
+	})
+	return n
+}
+
+// Proposals go out without waiting for earlier answers, and each answer
+// reaches its own proposal whatever order the leader answers in.
+func TestForwardStreamIsPipelined(t *testing.T) {
+	leader, conns := fakeLeader(t)
+	n := forwarder(t)
+	type result struct {
+		i   int
+		val string
+		err error
+	}
+	results := make(chan result, 3)
+	for i := range 3 {
+		go func() {
+			v, err := n.forward(context.Background(), leader.Addr().String(), i, []byte(fmt.Sprint("cmd", i)))
+			results <- result{i, string(v), err}
+		}()
+	}
+	c := <-conns
+	defer c.Close()
+	r := bufio.NewReader(c)
+	ids := map[string]uint64{}
+	var buf []byte
+	for range 3 { // all three arrive before any is answered
+		var err error
+		if buf, err = readFrame(r, buf); err != nil {
+			t.Fatal(err)
+		}
+		id, shard, cmd, err := parseFwdRequest(buf, 64)
+		if err != nil || string(cmd) != fmt.Sprint("cmd", shard) {
+			t.Fatalf("proposal %d for shard %d: %q, %v", id, shard, cmd, err)
+		}
+		ids[string(cmd)] = id
+	}
+	// Answer in reverse order of arrival.
+	for _, cmd := range []string{"cmd2", "cmd1", "cmd0"} {
+		if _, err := c.Write(encodeFwdAnswer(ids[cmd], outcome{val: "for " + cmd})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		res := <-results
+		if want := fmt.Sprintf(`"for cmd%d"`, res.i); res.err != nil || res.val != want {
+			t.Fatalf("proposal %d got %s, %v; want %s", res.i, res.val, res.err, want)
+		}
+	}
+}
+
+// A stream that breaks answers every proposal it carried: unavailable,
+// at once, not when the caller's deadline runs out.
+func TestForwardStreamBreakFailsOutstanding(t *testing.T) {
+	leader, conns := fakeLeader(t)
+	n := forwarder(t)
+	errs := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			_, err := n.forward(context.Background(), leader.Addr().String(), i, []byte("x"))
+			errs <- err
+		}()
+	}
+	c := <-conns
+	r := bufio.NewReader(c)
+	for range 2 {
+		if _, err := readFrame(r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close() // the leader's node dies with both outstanding
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("an outstanding proposal got %v, want unavailable", err)
+			}
+		case <-time.After(forwardTimeout / 2):
+			t.Fatal("an outstanding proposal was not answered when its stream broke")
+		}
+	}
+}
+
+// A real node answers a forwarded proposal with its result, and closes a
+// stream that sends a malformed frame.
+func TestServeForwardStream(t *testing.T) {
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	defer tn.close(t)
+	n := forwarder(t)
+	c, err := n.mux.Layer(kindFwd, 0).Dial(raft.ServerAddress(tn.PeerAddr()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(appendFwdRequest(nil, 41, 2, []byte("hello"))); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	buf, err := readFrame(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, o, err := parseFwdAnswer(buf)
+	if err != nil || id != 41 || o.err != nil || !bytes.HasSuffix(o.val.([]byte), []byte(`/0"`)) {
+		t.Fatalf("answer %d: %+v, %v", id, o, err)
+	}
+	if tn.sms[2].count() != 1 {
+		t.Fatal("the forwarded proposal was not applied")
+	}
+	c.Write([]byte{3, 0xff, 0xff, 0xff}) // a frame that is not a proposal
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := readFrame(r, buf); err != io.EOF {
+		t.Fatalf("after a malformed frame the stream gave %v, want it closed", err)
 	}
 }

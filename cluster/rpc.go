@@ -17,9 +17,9 @@ import (
 
 // Node-to-node RPC is HTTP/1.1 on the peer port's RPC stream: keep-alive
 // pooling and deadlines come from net/http, and every connection passed the
-// mux's secret handshake first.
+// mux's secret handshake first. (Forwarded proposals have a stream of their
+// own: forward.go.)
 //
-//	POST /propose-batch     body: proposals     -> their outcomes (forward.go)
 //	POST /read?shard=N      body: encoded read  -> its reply
 //	POST /read-leader-state?shard=N  the same, without confirming leadership first
 //	POST /beats             body: heartbeats    -> raft's answers (heartbeat.go)
@@ -35,7 +35,6 @@ type MessageHandler = func(from string, body []byte) ([]byte, error)
 
 func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /propose-batch", n.handleProposeBatch)
 	mux.HandleFunc("POST /read", n.handleRead)
 	mux.HandleFunc("POST /read-leader-state", n.handleReadLeaderState)
 	mux.HandleFunc("POST /beats", n.handleBeats)

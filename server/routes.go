@@ -26,6 +26,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /debug/pprof/", s.adminOnly(http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", s.adminOnly(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("GET /debug/pprof/trace", s.adminOnly(http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET /debug/pebble", s.adminOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, s.store.DB().Metrics().String()) // the LSM shape, caches and compactions, as Pebble prints them
+	})))
 	s.Hub.Routes(mux)
 	mux.Handle("GET /status", s.adminOnly(web.StatusPage()))
 	mux.Handle("GET /", web.Handler())
