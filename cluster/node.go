@@ -104,6 +104,9 @@ type Node struct {
 	linksMu sync.Mutex
 	links   map[string]*fwdLink // forwarding links by leader peer address
 
+	postsMu sync.Mutex
+	posts   map[string]*postLink // one-way message links by peer address
+
 	beats *beats // heartbeats coalesced per peer node
 }
 
@@ -139,7 +142,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 	}
 	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
 		stop: make(chan struct{}), poke: make(chan struct{}, 1), handlers: map[string]MessageHandler{},
-		links: map[string]*fwdLink{}}
+		links: map[string]*fwdLink{}, posts: map[string]*postLink{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
 	n.beats = newBeats(n, cfg.Shards, cfg.HeartbeatTimeout)
@@ -164,6 +167,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.goRun(func() { n.rpcSrv.Serve(n.mux.Layer(kindRPC, 0)) })
 	n.goRun(n.serveForwards)
+	n.goRun(n.servePosts)
 	clusterID, _ := n.st.Meta("cluster")
 	n.formed.Store(len(clusterID) > 0)
 	self := nodeMeta{Peer: n.PeerAddr(), HTTP: n.cfg.HTTPAddr, Cluster: string(clusterID), Shards: n.cfg.Shards}

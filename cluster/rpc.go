@@ -17,21 +17,17 @@ import (
 
 // Node-to-node RPC is HTTP/1.1 on the peer port's RPC stream: keep-alive
 // pooling and deadlines come from net/http, and every connection passed the
-// mux's secret handshake first. (Forwarded proposals have a stream of their
-// own: forward.go.)
+// mux's secret handshake first. (Forwarded proposals and one-way messages
+// have streams of their own: forward.go, post.go.)
 //
 //	POST /read?shard=N      body: encoded read  -> its reply
 //	POST /read-leader-state?shard=N  the same, without confirming leadership first
 //	POST /beats             body: heartbeats    -> raft's answers (heartbeat.go)
 //	GET  /progress?shard=N                      -> {"applied": index}
-//	POST /msg/KIND?from=ID  body: anything      -> the handler's reply
 const kindRPC byte = 'h'
 
 // maxRPCBody bounds a request or reply body.
 const maxRPCBody = 64 << 20
-
-// MessageHandler serves an application message from another node.
-type MessageHandler = func(from string, body []byte) ([]byte, error)
 
 func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
@@ -39,7 +35,6 @@ func (n *Node) rpcMux() *http.ServeMux {
 	mux.HandleFunc("POST /read-leader-state", n.handleReadLeaderState)
 	mux.HandleFunc("POST /beats", n.handleBeats)
 	mux.HandleFunc("GET /progress", n.handleProgress)
-	mux.HandleFunc("POST /msg/{kind}", n.handleMsg)
 	return mux
 }
 
@@ -96,26 +91,6 @@ func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(map[string]uint64{"applied": n.groups[shard].raft.AppliedIndex()})
 }
 
-func (n *Node) handleMsg(w http.ResponseWriter, r *http.Request) {
-	n.handlersMu.RLock()
-	h := n.handlers[r.PathValue("kind")]
-	n.handlersMu.RUnlock()
-	if h == nil {
-		http.Error(w, "no handler", http.StatusNotFound)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
-	if err != nil {
-		return
-	}
-	out, err := h(r.URL.Query().Get("from"), body)
-	if err != nil {
-		rpcError(w, err)
-		return
-	}
-	w.Write(out)
-}
-
 // newRPCClient returns an HTTP client that dials peers through the mux.
 func newRPCClient(l *Layer) *http.Client {
 	return &http.Client{Transport: &http.Transport{
@@ -158,20 +133,4 @@ func (n *Node) call(ctx context.Context, peerAddr, path string, body []byte) ([]
 		return nil, fmt.Errorf("%w: %s", ErrUnavailable, bytes.TrimSpace(out))
 	}
 	return nil, fmt.Errorf("peer %s %s: %d %s", peerAddr, path, resp.StatusCode, bytes.TrimSpace(out))
-}
-
-// SetMessageHandler serves application messages of kind from other nodes.
-func (n *Node) SetMessageHandler(kind string, h MessageHandler) {
-	n.handlersMu.Lock()
-	n.handlers[kind] = h
-	n.handlersMu.Unlock()
-}
-
-// SendTo delivers an application message to another node.
-func (n *Node) SendTo(ctx context.Context, node, kind string, body []byte) ([]byte, error) {
-	meta, ok := n.members.meta(node)
-	if !ok {
-		return nil, fmt.Errorf("%w: unknown node %s", ErrUnavailable, node)
-	}
-	return n.call(ctx, meta.Peer, "/msg/"+kind+"?from="+n.cfg.NodeID, body)
 }

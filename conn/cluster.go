@@ -1,22 +1,23 @@
 package conn
 
 import (
-	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"time"
 )
 
 // Cluster is what the hub needs of the node's cluster: who leads a shard,
-// who is alive, and a way to send other nodes messages. cluster.Node is the
-// real one.
+// who is alive, and a way to send other nodes messages (one way, in order
+// per node, best effort). cluster.Node is the real one.
 type Cluster interface {
 	ID() string
 	IsLeader(shard int) bool
 	AliveNodes() []string
-	SendTo(ctx context.Context, node, kind string, body []byte) ([]byte, error)
-	SetMessageHandler(kind string, h func(from string, body []byte) ([]byte, error))
+	Post(node, kind string, body []byte) bool
+	SetMessageHandler(kind string, h func(from string, body []byte) error)
 	OnMembership(f func())
 }
 
@@ -31,9 +32,6 @@ const (
 	kindDirectory = "directory"
 	// directoryRefresh is how often each node sends its full user list.
 	directoryRefresh = 5 * time.Second
-	// peerQueue bounds the deliveries waiting for one peer; past it pushes
-	// to that peer are dropped (clients fill gaps from history).
-	peerQueue = 16384
 )
 
 type directoryMsg struct {
@@ -44,9 +42,50 @@ type directoryMsg struct {
 
 // delivery is one frame for some users' sessions on a node.
 type delivery struct {
-	Users []string        `json:"u"`
-	Frame json.RawMessage `json:"f"`
-	Ts    int64           `json:"t,omitempty"` // a message's commit time
+	Users []string
+	Frame []byte
+	Ts    int64 // a message's commit time, or 0
+}
+
+// encode is the delivery on the wire: uvarint(users), each user
+// length-prefixed, varint(ts), then the frame.
+func (d delivery) encode() []byte {
+	n := 2*binary.MaxVarintLen64 + len(d.Frame)
+	for _, u := range d.Users {
+		n += binary.MaxVarintLen64 + len(u)
+	}
+	b := binary.AppendUvarint(make([]byte, 0, n), uint64(len(d.Users)))
+	for _, u := range d.Users {
+		b = binary.AppendUvarint(b, uint64(len(u)))
+		b = append(b, u...)
+	}
+	b = binary.AppendVarint(b, d.Ts)
+	return append(b, d.Frame...)
+}
+
+var errBadDelivery = errors.New("malformed delivery")
+
+func decodeDelivery(b []byte) (delivery, error) {
+	count, k := binary.Uvarint(b)
+	if k <= 0 || count > uint64(len(b)) {
+		return delivery{}, errBadDelivery
+	}
+	b = b[k:]
+	d := delivery{Users: make([]string, 0, count)}
+	for range count {
+		size, k := binary.Uvarint(b)
+		if k <= 0 || size > uint64(len(b)-k) {
+			return delivery{}, errBadDelivery
+		}
+		d.Users = append(d.Users, string(b[k:k+int(size)]))
+		b = b[k+int(size):]
+	}
+	ts, k := binary.Varint(b)
+	if k <= 0 {
+		return delivery{}, errBadDelivery
+	}
+	d.Ts, d.Frame = ts, b[k:]
+	return d, nil
 }
 
 // directory is what this node knows of the others' online users.
@@ -131,15 +170,6 @@ func (d *directory) online(user string) bool {
 	return false
 }
 
-// peerLink sends deliveries to one node in order, as many per RPC as have
-// queued up while the previous one was in flight.
-type peerLink struct {
-	q chan delivery
-}
-
-// maxPeerBatch bounds the deliveries in one RPC.
-const maxPeerBatch = 512
-
 // AttachCluster connects the hub to the other nodes; without it the hub
 // serves a lone node.
 func (h *Hub) AttachCluster(c Cluster) {
@@ -171,73 +201,32 @@ func (h *Hub) forward(users []string, frame []byte, ts int64) {
 	}
 }
 
+// sendPeer queues d for node; past the node's queue it is dropped
+// (clients fill gaps from history).
 func (h *Hub) sendPeer(node string, d delivery) {
-	h.linksMu.Lock()
-	l := h.links[node]
-	if l == nil {
-		l = &peerLink{q: make(chan delivery, peerQueue)}
-		h.links[node] = l
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			h.peerLoop(node, l)
-		}()
-	}
-	h.linksMu.Unlock()
-	select {
-	case l.q <- d:
-	default:
+	if !h.cluster.Post(node, kindDeliver, d.encode()) {
 		h.peerDrops.Add(1)
 	}
 }
 
-func (h *Hub) peerLoop(node string, l *peerLink) {
-	for {
-		var batch []delivery
-		select {
-		case d := <-l.q:
-			batch = append(batch, d)
-		case <-h.stop:
-			return
-		}
-	fill:
-		for len(batch) < maxPeerBatch {
-			select {
-			case d := <-l.q:
-				batch = append(batch, d)
-			default:
-				break fill
-			}
-		}
-		body, _ := json.Marshal(batch)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := h.cluster.SendTo(ctx, node, kindDeliver, body); err != nil {
-			h.peerDrops.Add(int64(len(batch)))
-		}
-		cancel()
+func (h *Hub) onDeliver(_ string, body []byte) error {
+	d, err := decodeDelivery(body)
+	if err != nil {
+		return err
 	}
+	h.deliverLocal(d.Users, d.Frame, "", d.Ts)
+	return nil
 }
 
-func (h *Hub) onDeliver(_ string, body []byte) ([]byte, error) {
-	var ds []delivery
-	if err := json.Unmarshal(body, &ds); err != nil {
-		return nil, err
-	}
-	for _, d := range ds {
-		h.deliverLocal(d.Users, d.Frame, "", d.Ts)
-	}
-	return nil, nil
-}
-
-func (h *Hub) onDirectory(from string, body []byte) ([]byte, error) {
+func (h *Hub) onDirectory(from string, body []byte) error {
 	var m directoryMsg
 	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, err
+		return err
 	}
 	for _, u := range h.dir.apply(from, m) {
 		h.presenceChanged(u)
 	}
-	return nil, nil
+	return nil
 }
 
 // userCame and userWent queue directory deltas for the other nodes.
@@ -282,9 +271,7 @@ func (h *Hub) directoryLoop() {
 			if node == h.cluster.ID() {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			h.cluster.SendTo(ctx, node, kindDirectory, body)
-			cancel()
+			h.cluster.Post(node, kindDirectory, body)
 		}
 	}
 }

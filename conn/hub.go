@@ -74,9 +74,6 @@ type Hub struct {
 	cluster Cluster  // nil for a hub on its own (tests of a lone node)
 	dir     directory
 
-	linksMu sync.Mutex // guards links
-	links   map[string]*peerLink
-
 	dirMu                 sync.Mutex // guards dirOnline, dirOffline
 	dirOnline, dirOffline []string
 	dirPoke               chan struct{}
@@ -100,7 +97,7 @@ func NewHub(svc *channel.Service, issuer *auth.Issuer, opt Options, log *slog.Lo
 	h := &Hub{svc: svc, issuer: issuer, opt: opt, log: log,
 		users: map[string]*userState{}, watchers: map[string]map[*Session]struct{}{}, lastSeen: map[string]int64{},
 		events: make(chan []channel.Event, 4096), members: newMemberCache(svc),
-		dir: directory{byNode: map[string]map[string]struct{}{}}, links: map[string]*peerLink{},
+		dir:     directory{byNode: map[string]map[string]struct{}{}},
 		dirPoke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range h.pingSets {
 		h.pingSets[i] = map[*Session]struct{}{}

@@ -1,0 +1,200 @@
+package cluster
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Post sends application messages one way: no answer, in order per peer
+// node, best effort. Each peer node gets one queue and one TCP stream on
+// the peer port (kind 'm'); everything queued while the previous write was
+// going out leaves in the next one, so nothing waits for a round trip. The
+// receiver runs each message's handler in the order sent. Messages in a
+// stream that breaks are lost, like a push to a client that disconnects:
+// what rides on Post (deliveries to sessions, presence) has its own way
+// to catch up.
+//
+//	first frame: the sender's node id
+//	then:        uvarint(len) bytes(kind) body
+const kindPost byte = 'm'
+
+// MessageHandler serves a message another node posted.
+type MessageHandler = func(from string, body []byte) error
+
+// SetMessageHandler serves messages of kind from other nodes.
+func (n *Node) SetMessageHandler(kind string, h MessageHandler) {
+	n.handlersMu.Lock()
+	n.handlers[kind] = h
+	n.handlersMu.Unlock()
+}
+
+// postQueue bounds the messages waiting for one peer; Post drops past it.
+const postQueue = 16384
+
+type postItem struct {
+	kind string
+	body []byte
+}
+
+type postLink struct {
+	q chan postItem
+}
+
+// Post queues body for kind's handler on node. It reports false when the
+// message was dropped: the node is unknown or its queue is full.
+func (n *Node) Post(node, kind string, body []byte) bool {
+	meta, ok := n.members.meta(node)
+	if !ok {
+		return false
+	}
+	n.postsMu.Lock()
+	l := n.posts[meta.Peer]
+	if l == nil {
+		l = &postLink{q: make(chan postItem, postQueue)}
+		n.posts[meta.Peer] = l
+		n.goRun(func() { n.runPostLink(meta.Peer, l) })
+	}
+	n.postsMu.Unlock()
+	select {
+	case l.q <- postItem{kind: kind, body: body}:
+		return true
+	default:
+		return false
+	}
+}
+
+// runPostLink writes the link's queue to peerAddr until the node stops,
+// dialing when there is something to send and no stream is open.
+func (n *Node) runPostLink(peerAddr string, l *postLink) {
+	var c net.Conn
+	var w *bufio.Writer
+	var frame []byte
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	for {
+		var it postItem
+		select {
+		case it = <-l.q:
+		case <-n.stop:
+			return
+		}
+		if c == nil {
+			var err error
+			if c, err = n.dialPost(peerAddr); err != nil {
+				n.log.Debug("post stream", "peer", peerAddr, "err", err)
+				continue // this message is lost; the next one dials again
+			}
+			w = bufio.NewWriterSize(c, 64<<10)
+		}
+		ok := true
+		for ok {
+			frame = appendPost(frame[:0], it.kind, it.body)
+			_, err := w.Write(frame)
+			if err == nil && len(l.q) == 0 {
+				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				err = w.Flush()
+			}
+			if err != nil {
+				n.log.Debug("post stream broke", "peer", peerAddr, "err", err)
+				c.Close()
+				c = nil
+				break
+			}
+			select {
+			case it = <-l.q:
+			default:
+				ok = false
+			}
+		}
+	}
+}
+
+// appendPost frames one message.
+func appendPost(b []byte, kind string, body []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(uvarintLen(uint64(len(kind)))+len(kind)+len(body)))
+	b = appendBytes(b, []byte(kind))
+	return append(b, body...)
+}
+
+// dialPost opens a post stream to peerAddr and says who this node is.
+func (n *Node) dialPost(peerAddr string) (net.Conn, error) {
+	c, err := n.mux.Layer(kindPost, 0).Dial(raft.ServerAddress(peerAddr), 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(appendBytes(nil, []byte(n.cfg.NodeID))); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// servePosts accepts post streams from other nodes until the node stops.
+func (n *Node) servePosts() {
+	layer := n.mux.Layer(kindPost, 0)
+	go func() {
+		<-n.stop
+		layer.Close()
+	}()
+	for {
+		c, err := layer.Accept()
+		if err != nil {
+			return
+		}
+		n.goRun(func() { n.servePostStream(c) })
+	}
+}
+
+// servePostStream runs the handler of each message on c, in order.
+func (n *Node) servePostStream(c net.Conn) {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-n.stop:
+		case <-done:
+		}
+		c.Close()
+	}()
+	r := bufio.NewReaderSize(c, 64<<10)
+	from, err := readFrame(r, nil)
+	if err != nil {
+		return
+	}
+	sender := string(from)
+	var buf []byte
+	for {
+		if buf, err = readFrame(r, buf); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				n.log.Warn("post stream", "from", sender, "err", err)
+			}
+			return
+		}
+		kind, body, ok := bytesField(buf, true)
+		if !ok {
+			n.log.Warn("malformed post frame; closing the stream", "from", sender)
+			return
+		}
+		n.handlersMu.RLock()
+		h := n.handlers[string(kind)]
+		n.handlersMu.RUnlock()
+		if h == nil {
+			n.log.Warn("post for a kind with no handler", "from", sender, "kind", string(kind))
+			continue
+		}
+		// The handler may keep body: it gets a copy, not the reused buffer.
+		if err := h(sender, append([]byte(nil), body...)); err != nil {
+			n.log.Warn("post handler", "from", sender, "kind", string(kind), "err", err)
+		}
+	}
+}
