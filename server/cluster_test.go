@@ -5,20 +5,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
 	"github.com/coder/websocket"
+
 	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/channel"
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/cluster"
 	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/conn"
-	"github.com/parleychat/parley/server"
-	"net/http"
-	"slices"
-	"testing"
-	"time"
-
-	"github.com/parleychat/parley/channel"
 	"github.com/parleychat/parley/internal/testutil"
+	"github.com/parleychat/parley/server"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -359,6 +362,18 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if code, _ := get(nodes[2], "admin-token-123"); code != 200 {
 		t.Fatalf("with the admin token: %d", code)
+	}
+	// The storage engine's own metrics, under the same access rule.
+	for i, want := range []int{200, 200, http.StatusForbidden} {
+		resp, err := http.Get("http://" + nodes[i].HTTPAddr() + "/debug/pebble")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == 200 && !strings.Contains(string(body), "MemTables")) {
+			t.Fatalf("node %d /debug/pebble: %d %.200s", i, resp.StatusCode, body)
+		}
 	}
 }
 
