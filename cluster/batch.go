@@ -46,7 +46,16 @@ type batcher struct {
 	maxBytes int
 	timeout  time.Duration
 	done     chan struct{}
+	// slow is told of an entry that took slowAfter or longer from Apply to
+	// applied.
+	slow      func(took time.Duration, cmds int)
+	slowAfter time.Duration
 }
+
+// slowCommit is how long an entry may take from Apply to applied before
+// the node logs it: far past a healthy commit (a few ms), short enough to
+// catch the stalls a user notices.
+const slowCommit = 250 * time.Millisecond
 
 func newBatcher(r *raft.Raft, maxCmds, inflight int, timeout time.Duration) *batcher {
 	if maxCmds < 1 {
@@ -56,7 +65,7 @@ func newBatcher(r *raft.Raft, maxCmds, inflight int, timeout time.Duration) *bat
 		inflight = 1
 	}
 	return &batcher{raft: r, in: make(chan proposal, 4*maxCmds), slots: make(chan struct{}, inflight),
-		maxCmds: maxCmds, maxBytes: 1 << 20, timeout: timeout, done: make(chan struct{})}
+		maxCmds: maxCmds, maxBytes: 1 << 20, timeout: timeout, done: make(chan struct{}), slowAfter: slowCommit}
 }
 
 // propose queues cmd and waits for its result or ctx.
@@ -139,13 +148,17 @@ func (b *batcher) run(stop <-chan struct{}) {
 			}
 		}
 		f := b.raft.Apply(encodeEntry(cmds), b.timeout)
-		go b.wait(f, batch)
+		go b.wait(f, batch, time.Now())
 	}
 }
 
-func (b *batcher) wait(f raft.ApplyFuture, batch []proposal) {
+func (b *batcher) wait(f raft.ApplyFuture, batch []proposal, start time.Time) {
 	defer func() { <-b.slots }()
-	if err := f.Error(); err != nil {
+	err := f.Error()
+	if took := time.Since(start); took >= b.slowAfter && b.slow != nil {
+		b.slow(took, len(batch))
+	}
+	if err != nil {
 		for _, p := range batch {
 			p.finish(outcome{err: fmt.Errorf("%w: %v", ErrUnavailable, err)})
 		}

@@ -108,6 +108,9 @@ type Node struct {
 	posts   map[string]*postLink // one-way message links by peer address
 
 	beats *beats // heartbeats coalesced per peer node
+
+	slowLogged atomic.Int64 // when the last slow commit was logged (unix ns)
+	slowMuted  atomic.Int64 // slow commits not logged since
 }
 
 type group struct {
@@ -116,6 +119,22 @@ type group struct {
 	trans *beatTransport
 	fsm   *fsm
 	batch *batcher
+}
+
+// slowCommit logs an entry of shard that took long to commit and apply. A
+// stall (a slow disk, a starved machine) slows every shard at once, so the
+// node logs at most one line a second and counts the rest.
+func (n *Node) slowCommit(shard int) func(time.Duration, int) {
+	return func(took time.Duration, cmds int) {
+		now := time.Now().UnixNano()
+		last := n.slowLogged.Load()
+		if now-last < int64(time.Second) || !n.slowLogged.CompareAndSwap(last, now) {
+			n.slowMuted.Add(1)
+			return
+		}
+		n.log.Warn("slow commit: an entry took this long from proposal to applied", "shard", shard,
+			"took", took.Round(time.Millisecond), "commands", cmds, "more_since_last_line", n.slowMuted.Swap(0))
+	}
 }
 
 // ReadFunc runs an encoded read on a shard whose local state is current.
@@ -265,6 +284,7 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 	}
 	g := &group{shard: shard, raft: r, trans: bt, fsm: f,
 		batch: newBatcher(r, n.cfg.MaxBatch, n.cfg.Inflight, 5*time.Second)}
+	g.batch.slow = n.slowCommit(shard)
 	n.groups = append(n.groups, g)
 	n.goRun(func() { g.batch.run(n.stop) })
 	return nil

@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -219,5 +222,35 @@ func TestEntryEncoding(t *testing.T) {
 		if _, err := decodeEntry(bad); err == nil {
 			t.Errorf("decoded %v", bad)
 		}
+	}
+}
+
+// An entry that takes too long from proposal to applied is reported, and a
+// stall that slows every shard logs one line a second, counting the rest.
+func TestSlowCommitsReported(t *testing.T) {
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	defer tn.close(t)
+	g := tn.groups[2]
+	took := make(chan int, 1)
+	g.batch.slowAfter = 0 // every entry is slow
+	g.batch.slow = func(_ time.Duration, cmds int) { took <- cmds }
+	if _, err := tn.Propose(context.Background(), 2, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if cmds := <-took; cmds != 1 {
+		t.Fatalf("the slow entry had %d commands, want 1", cmds)
+	}
+
+	var buf bytes.Buffer
+	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	slow := n.slowCommit(7)
+	slow(300*time.Millisecond, 4)
+	slow(400*time.Millisecond, 1) // within the second: counted, not logged
+	n.slowLogged.Store(time.Now().Add(-2 * time.Second).UnixNano())
+	slow(500*time.Millisecond, 2)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "shard=7 took=300ms commands=4 more_since_last_line=0") ||
+		!strings.Contains(lines[1], "took=500ms commands=2 more_since_last_line=1") {
+		t.Fatalf("logged:\n%s", buf.String())
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // ErrNotFound is returned by lookups of keys that do not exist. Its text is
@@ -32,9 +34,14 @@ var ErrNotFound = errors.New("not found")
 
 // Store is one node's Pebble database.
 type Store struct {
-	db  *pebble.DB
-	dir string
+	db      *pebble.DB
+	dir     string
+	checker io.Closer // the disk health checker
 }
+
+// diskSlowThreshold is how long one disk operation (a WAL write or
+// fsync, say) may take before the node logs that the disk is slow.
+const diskSlowThreshold = 250 * time.Millisecond
 
 // Options tune the database.
 type Options struct {
@@ -64,11 +71,23 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	slow := log.With("sys", "pebble")
+	var checker io.Closer
+	opts.FS, checker = vfs.WithDiskHealthChecks(vfs.Default, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
+		slow.Warn("the disk is slow", "op", info.OpType.String(), "path", info.Path, "duration", info.Duration.Round(time.Millisecond))
+	})
+	opts.EventListener = &pebble.EventListener{
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			slow.Warn("writes stalled", "reason", info.Reason)
+		},
+		WriteStallEnd: func() { slow.Info("writes resumed") },
+	}
 	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
 	if err != nil {
+		checker.Close()
 		return nil, fmt.Errorf("open pebble in %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir}, nil
+	return &Store{db: db, dir: dir, checker: checker}, nil
 }
 
 // DB returns the underlying database, for the state machine's own reads and writes.
@@ -78,7 +97,11 @@ func (s *Store) DB() *pebble.DB { return s.db }
 func (s *Store) Dir() string { return s.dir }
 
 // Close flushes nothing extra: every acknowledged write was synced already.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	err := s.db.Close()
+	s.checker.Close()
+	return err
+}
 
 // Meta reads a node metadata value; ErrNotFound if it was never set.
 func (s *Store) Meta(name string) ([]byte, error) {
