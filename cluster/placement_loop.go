@@ -17,8 +17,9 @@ import (
 //  2. a placed non-voter that has caught up becomes a voter;
 //  3. only when every placed node votes, a server that is not placed leaves:
 //     the leader hands leadership to a placed voter first if it is the one
-//     leaving, and never removes a voter if the live voters left could not
-//     form a quorum of the new configuration.
+//     leaving, never removes a voter if the live voters left could not
+//     form a quorum of the new configuration, and demotes a live voter to
+//     non-voter before removing it.
 
 // catchUpSlack is how far behind the leader's commit index a non-voter may
 // be and still be promoted; the rest it gets as a voter.
@@ -100,6 +101,15 @@ func (n *Node) reconcile(shard int, present []string) {
 		}
 		if s.Suffrage == raft.Voter && !n.quorumWithout(conf, id) {
 			continue
+		}
+		if s.Suffrage == raft.Voter && n.members.isAlive(id) {
+			// Demote first, remove at the next pass. raft stops sending to
+			// a server once its removal is appended, so the removed node
+			// may never learn of it: with its last configuration naming it
+			// a voter it would campaign for the shard forever. Named a
+			// non-voter, it stays quiet.
+			n.change(shard, "demote before removing", id, g.raft.DemoteVoter(s.ID, index, 5*time.Second))
+			return
 		}
 		n.change(shard, "remove", id, g.raft.RemoveServer(s.ID, index, 5*time.Second))
 		return

@@ -152,25 +152,39 @@ func TestClusterDeliversAcrossNodes(t *testing.T) {
 }
 
 // voters returns each shard's voter set as node n sees it.
-func voters(n *server.Server) [][]string {
+// voters gives each shard's voters as its leader among servers sees them
+// (the leader with the highest term, if two think they lead). A node's own
+// view can be stale: a node removed from a shard may never hear of it, as
+// raft stops replicating to it once the change is appended.
+func voters(servers []*server.Server) [][]string {
 	var out [][]string
-	for _, s := range n.Node().Stats(false) {
-		v := slices.Clone(s.Voters)
-		slices.Sort(v)
-		out = append(out, v)
+	var terms []uint64
+	for _, n := range servers {
+		for _, st := range n.Node().Stats(false) {
+			for len(out) <= st.Shard {
+				out, terms = append(out, nil), append(terms, 0)
+			}
+			if st.State != "Leader" || st.Term < terms[st.Shard] {
+				continue
+			}
+			v := slices.Clone(st.Voters)
+			slices.Sort(v)
+			out[st.Shard], terms[st.Shard] = v, st.Term
+		}
 	}
 	return out
 }
 
-// waitPlacement waits until every shard's voters are its placement over nodes.
-func waitPlacement(t *testing.T, observer *server.Server, nodes []string) {
+// waitPlacement waits until every shard's voters, as its leader among
+// servers sees them, are its placement over nodes.
+func waitPlacement(t *testing.T, servers []*server.Server, nodes []string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() error {
-		for shard, v := range voters(observer) {
+		for shard, v := range voters(servers) {
 			want := cluster.Placement(shard, nodes, 3)
 			slices.Sort(want)
 			if !slices.Equal(v, want) {
-				return fmt.Errorf("shard %d: voters %v, placement %v", shard, v, want)
+				return fmt.Errorf("shard %d: voters %v (seen by its leader), placement %v", shard, v, want)
 			}
 		}
 		return nil
@@ -194,12 +208,13 @@ func addNode(t *testing.T, nodes []*server.Server, name, host string) *server.Se
 
 func TestJoinMovesOnlyPlacedShards(t *testing.T) {
 	nodes := servertest.Cluster(t, 3, nil)
-	before := voters(nodes[0])
+	before := voters(nodes)
 	n4 := addNode(t, nodes, "n4", "127.0.0.4")
 	all := []string{"n1", "n2", "n3", "n4"}
-	waitPlacement(t, nodes[0], all)
+	withN4 := append(slices.Clone(nodes), n4)
+	waitPlacement(t, withN4, all)
 	moved := 0
-	for shard, v := range voters(nodes[0]) {
+	for shard, v := range voters(withN4) {
 		if !slices.Equal(v, before[shard]) {
 			moved++
 			if !slices.Contains(v, "n4") {
@@ -212,12 +227,23 @@ func TestJoinMovesOnlyPlacedShards(t *testing.T) {
 	}
 	// The new node serves.
 	sendRetry(t, n4, channel.SendRequest{From: "a", To: "b", Body: "x", Key: "1"})
+	// A node removed from a shard may not hear of its removal; it must not
+	// campaign for the shard. Many election timeouts (50 ms here) later,
+	// no node is a candidate anywhere.
+	time.Sleep(time.Second)
+	for _, s := range withN4 {
+		for _, st := range s.Node().Stats(false) {
+			if st.State == "Candidate" {
+				t.Errorf("%s campaigns for shard %d (voters as it sees them: %v)", s.Node().ID(), st.Shard, st.Voters)
+			}
+		}
+	}
 }
 
 func TestGracefulLeaveHandsShardsOver(t *testing.T) {
 	nodes := servertest.Cluster(t, 3, nil)
 	n4 := addNode(t, nodes, "n4", "127.0.0.4")
-	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3", "n4"})
+	waitPlacement(t, append(slices.Clone(nodes), n4), []string{"n1", "n2", "n3", "n4"})
 	ctx := context.Background()
 	for i := range 20 { // some state on every shard first
 		sendRetry(t, nodes[0], channel.SendRequest{From: "a", To: fmt.Sprint("u", i), Body: "x", Key: "1"})
@@ -236,7 +262,7 @@ func TestGracefulLeaveHandsShardsOver(t *testing.T) {
 		t.Fatal("the drained node's session is still open")
 	}
 	// Left (not failed): no grace period to wait out.
-	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3"})
+	waitPlacement(t, nodes, []string{"n1", "n2", "n3"})
 	for i := range 20 {
 		msgs, _, err := nodes[1].Service.History(ctx, "a", channel.DM("a", fmt.Sprint("u", i)), channel.HistoryQuery{})
 		if err != nil || len(msgs) != 1 {
@@ -248,10 +274,10 @@ func TestGracefulLeaveHandsShardsOver(t *testing.T) {
 func TestFailedNodeReplacedAfterGrace(t *testing.T) {
 	nodes := servertest.Cluster(t, 3, nil)
 	n4 := addNode(t, nodes, "n4", "127.0.0.4")
-	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3", "n4"})
+	waitPlacement(t, append(slices.Clone(nodes), n4), []string{"n1", "n2", "n3", "n4"})
 	failedAt := time.Now()
 	n4.Close() // a crash: no goodbye
-	waitPlacement(t, nodes[0], []string{"n1", "n2", "n3"})
+	waitPlacement(t, nodes, []string{"n1", "n2", "n3"})
 	if waited := time.Since(failedAt); waited < 2*time.Second {
 		t.Fatalf("replaced after %v, before the 2s grace period", waited)
 	}
