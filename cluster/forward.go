@@ -287,10 +287,10 @@ func readAnswers(r *bufio.Reader, pend *fwdPending) error {
 	}
 }
 
-// serveForwards accepts forwarding streams from other nodes until the node
-// stops.
-func (n *Node) serveForwards() {
-	layer := n.mux.Layer(kindFwd, 0)
+// acceptStreams hands each stream of kind that another node opens to
+// serve, until the node stops.
+func (n *Node) acceptStreams(kind byte, serve func(net.Conn)) {
+	layer := n.mux.Layer(kind, 0)
 	go func() {
 		<-n.stop
 		layer.Close()
@@ -300,7 +300,7 @@ func (n *Node) serveForwards() {
 		if err != nil {
 			return
 		}
-		n.goRun(func() { n.serveStream(c) })
+		n.goRun(func() { serve(c) })
 	}
 }
 

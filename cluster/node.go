@@ -185,8 +185,8 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 	n.rpcSrv = &http.Server{Handler: n.rpcMux(), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.goRun(func() { n.rpcSrv.Serve(n.mux.Layer(kindRPC, 0)) })
-	n.goRun(n.serveForwards)
-	n.goRun(n.servePosts)
+	n.goRun(func() { n.acceptStreams(kindFwd, n.serveStream) })
+	n.goRun(func() { n.acceptStreams(kindPost, n.servePostStream) })
 	clusterID, _ := n.st.Meta("cluster")
 	n.formed.Store(len(clusterID) > 0)
 	self := nodeMeta{Peer: n.PeerAddr(), HTTP: n.cfg.HTTPAddr, Cluster: string(clusterID), Shards: n.cfg.Shards}

@@ -139,22 +139,6 @@ func (n *Node) dialPost(peerAddr string) (net.Conn, error) {
 	return c, nil
 }
 
-// servePosts accepts post streams from other nodes until the node stops.
-func (n *Node) servePosts() {
-	layer := n.mux.Layer(kindPost, 0)
-	go func() {
-		<-n.stop
-		layer.Close()
-	}()
-	for {
-		c, err := layer.Accept()
-		if err != nil {
-			return
-		}
-		n.goRun(func() { n.servePostStream(c) })
-	}
-}
-
 // servePostStream runs the handler of each message on c, in order.
 func (n *Node) servePostStream(c net.Conn) {
 	done := make(chan struct{})
