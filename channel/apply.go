@@ -16,6 +16,7 @@ type tx struct {
 	b      *pebble.Batch
 	rd     reader // over b: sees the writes of earlier commands
 	index  uint64
+	idem   *idemFilter
 	nOut   uint64 // outbox entries created so far in this entry
 	events []Event
 }
@@ -269,9 +270,12 @@ func (t *tx) send(c *Command) (Result, error) {
 	if err != nil {
 		return refuseOr(err)
 	}
-	var prior idemRecord
-	if found, err := getJSON(t.b, t.k.idem(c.Channel, c.User, c.Key), &prior); err != nil || found {
-		return Result{Seq: prior.Seq, Ts: prior.Ts, Duplicate: true}, err
+	idemKey := t.k.idem(c.Channel, c.User, c.Key)
+	if t.idem.mayHave(idemKey) { // nearly every key is new: the filter says so without a lookup
+		var prior idemRecord
+		if found, err := getJSON(t.b, idemKey, &prior); err != nil || found {
+			return Result{Seq: prior.Seq, Ts: prior.Ts, Duplicate: true}, err
+		}
 	}
 	var res Result
 	if m == nil { // the first message of a DM creates it
@@ -287,9 +291,10 @@ func (t *tx) send(c *Command) (Result, error) {
 	if err := t.put(t.k.message(c.Channel, m.LastSeq), msg); err != nil {
 		return Result{}, err
 	}
-	if err := t.put(t.k.idem(c.Channel, c.User, c.Key), idemRecord{Seq: m.LastSeq, Ts: m.LastTs}); err != nil {
+	if err := t.put(idemKey, idemRecord{Seq: m.LastSeq, Ts: m.LastTs}); err != nil {
 		return Result{}, err
 	}
+	t.idem.add(idemKey)
 	if err := t.putMeta(c.Channel, m); err != nil {
 		return Result{}, err
 	}

@@ -24,6 +24,8 @@ type Machine struct {
 	applied  atomic.Uint64
 	onCommit func(shard int, evs []Event) // may be nil
 	metas    *metaCache
+	st       *store.Store
+	idem     *idemFilter
 }
 
 var _ cluster.StateMachine = (*Machine)(nil)
@@ -32,7 +34,8 @@ var _ cluster.StateMachine = (*Machine)(nil)
 // called after each applied entry with the events it produced, on the Raft
 // apply goroutine: it must not block.
 func NewMachine(shard int, st *store.Store, onCommit func(shard int, evs []Event)) (*Machine, error) {
-	m := &Machine{shard: shard, db: st.DB(), k: newKeys(shard), onCommit: onCommit, metas: newMetaCache()}
+	m := &Machine{shard: shard, db: st.DB(), k: newKeys(shard), onCommit: onCommit, metas: newMetaCache(),
+		st: st, idem: newIdemFilter()}
 	return m, m.Restored()
 }
 
@@ -42,6 +45,7 @@ func (m *Machine) Applied() uint64 { return m.applied.Load() }
 // Restored reloads the applied index after the range was replaced.
 func (m *Machine) Restored() error {
 	m.metas.clear()
+	m.idem.reset(m.st, m.k.make("k"))
 	v, err := get(m.db, m.k.applied())
 	if errors.Is(err, store.ErrNotFound) {
 		m.applied.Store(0)
@@ -60,7 +64,7 @@ func (m *Machine) Restored() error {
 func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 	b := m.db.NewIndexedBatch()
 	defer b.Close()
-	tx := &tx{k: m.k, b: b, rd: reader{k: m.k, r: b, metas: m.metas}, index: index}
+	tx := &tx{k: m.k, b: b, rd: reader{k: m.k, r: b, metas: m.metas}, index: index, idem: m.idem}
 	res := make([]any, len(cmds))
 	for i, raw := range cmds {
 		var c Command

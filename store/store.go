@@ -37,6 +37,11 @@ type Store struct {
 	db      *pebble.DB
 	dir     string
 	checker io.Closer // the disk health checker
+
+	bgMu   sync.Mutex // guards closed and bg's Add against Close
+	closed bool
+	stop   chan struct{}  // closed by Close: background readers end
+	bg     sync.WaitGroup // background readers
 }
 
 // diskSlowThreshold is how long one disk operation (a WAL write or
@@ -87,7 +92,7 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 		checker.Close()
 		return nil, fmt.Errorf("open pebble in %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir, checker: checker}, nil
+	return &Store{db: db, dir: dir, checker: checker, stop: make(chan struct{})}, nil
 }
 
 // DB returns the underlying database, for the state machine's own reads and writes.
@@ -96,8 +101,30 @@ func (s *Store) DB() *pebble.DB { return s.db }
 // Dir is the node's data directory.
 func (s *Store) Dir() string { return s.dir }
 
+// Background runs f, which reads the database, on its own goroutine. Close
+// closes stop and waits for f to return before it closes the database.
+func (s *Store) Background(f func(stop <-chan struct{})) {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closed {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f(s.stop)
+	}()
+}
+
 // Close flushes nothing extra: every acknowledged write was synced already.
 func (s *Store) Close() error {
+	s.bgMu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.bgMu.Unlock()
+	s.bg.Wait()
 	err := s.db.Close()
 	s.checker.Close()
 	return err

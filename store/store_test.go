@@ -2,12 +2,14 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,4 +257,25 @@ func TestPebbleErrorsRateLimited(t *testing.T) {
 	if !strings.Contains(buf.String(), "similar_errors_not_logged=999") {
 		t.Fatalf("the count of errors left out is missing:\n%s", buf.String())
 	}
+}
+
+// Close tells background readers to stop and waits for them before it
+// closes the database; after Close, Background runs nothing.
+func TestCloseWaitsForBackground(t *testing.T) {
+	s := open(t, t.TempDir())
+	var finished atomic.Bool
+	s.Background(func(stop <-chan struct{}) {
+		<-stop
+		if _, err := s.Meta("anything"); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Errorf("a read before Close returned: %v", err)
+		}
+		finished.Store(true)
+	})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !finished.Load() {
+		t.Fatal("Close returned before the background reader did")
+	}
+	s.Background(func(<-chan struct{}) { t.Error("ran after Close") })
 }

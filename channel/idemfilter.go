@@ -1,0 +1,169 @@
+package channel
+
+import (
+	"hash/maphash"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/parleychat/parley/store"
+)
+
+// idemFilter answers "certainly never written" for a shard's idempotency
+// keys, so a send with a new key (nearly every send) need not look it up in
+// Pebble. That lookup is a miss through the batch, every memtable, every L0
+// sublevel and the lower levels: ~15 µs here, and 9% of the nodes' CPU at
+// 2,000 DMs a second, on each of the three replicas.
+//
+// It is a Bloom filter that grows by layers (each twice the size of the
+// last when the last is full), filled with every key the shard writes and,
+// after each start or restore, with the keys already stored, by a scan in
+// the background. Until that scan is done it answers "maybe" for every key,
+// so lookups go to Pebble as before. A "maybe" is only ever a lookup more:
+// what is stored decides, and every replica decides the same.
+type idemFilter struct {
+	mu     sync.Mutex
+	seed   maphash.Seed
+	layers []*bloomLayer
+	ready  bool
+	gen    uint64 // counts resets: a scan of an earlier one stops
+}
+
+// bloomLayer holds up to cap keys at ~1% false positives (10 bits and 7
+// probes a key).
+type bloomLayer struct {
+	bits []uint64
+	n    int
+	cap  int
+}
+
+const (
+	firstLayerKeys = 16 << 10
+	bloomProbes    = 7
+)
+
+func newIdemFilter() *idemFilter { return &idemFilter{seed: maphash.MakeSeed()} }
+
+func newBloomLayer(keys int) *bloomLayer {
+	return &bloomLayer{bits: make([]uint64, (keys*10+63)/64), cap: keys}
+}
+
+// probes yields the bit positions of key in a layer of m bits (double
+// hashing).
+func (l *bloomLayer) probe(h uint64, i uint64) (word int, mask uint64) {
+	m := uint64(len(l.bits) * 64)
+	h1, h2 := h, h>>33|1
+	bit := (h1 + i*h2) % m
+	return int(bit / 64), 1 << (bit % 64)
+}
+
+func (l *bloomLayer) add(h uint64) {
+	for i := range uint64(bloomProbes) {
+		w, mask := l.probe(h, i)
+		l.bits[w] |= mask
+	}
+	l.n++
+}
+
+func (l *bloomLayer) has(h uint64) bool {
+	for i := range uint64(bloomProbes) {
+		w, mask := l.probe(h, i)
+		if l.bits[w]&mask == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// add records that key is written.
+func (f *idemFilter) add(key []byte) {
+	h := maphash.Bytes(f.seed, key)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addLocked(h)
+}
+
+func (f *idemFilter) addLocked(h uint64) {
+	last := len(f.layers) - 1
+	if last < 0 || f.layers[last].n >= f.layers[last].cap {
+		size := firstLayerKeys
+		if last >= 0 {
+			size = 2 * f.layers[last].cap
+		}
+		f.layers = append(f.layers, newBloomLayer(size))
+		last++
+	}
+	f.layers[last].add(h)
+}
+
+// mayHave is false only for a key that was certainly never written.
+func (f *idemFilter) mayHave(key []byte) bool {
+	h := maphash.Bytes(f.seed, key)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.ready {
+		return true
+	}
+	for _, l := range f.layers {
+		if l.has(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// reset empties the filter and fills it again from the keys stored under
+// prefix, in the background; meanwhile it answers "maybe". Keys written
+// from now on are added as they are written, so the scan may start late.
+func (f *idemFilter) reset(st *store.Store, prefix []byte) {
+	f.mu.Lock()
+	f.layers, f.ready = nil, false
+	f.gen++
+	gen := f.gen
+	f.mu.Unlock()
+	st.Background(func(stop <-chan struct{}) { f.fill(st.DB(), prefix, gen, stop) })
+}
+
+func (f *idemFilter) fill(db *pebble.DB, prefix []byte, gen uint64, stop <-chan struct{}) {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return // the filter stays unready: every lookup goes to Pebble
+	}
+	defer it.Close()
+	const chunk = 4096 // keys added per hold of the lock
+	hs := make([]uint64, 0, chunk)
+	flush := func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.gen != gen {
+			return false
+		}
+		for _, h := range hs {
+			f.addLocked(h)
+		}
+		hs = hs[:0]
+		return true
+	}
+	for it.First(); it.Valid(); it.Next() {
+		hs = append(hs, maphash.Bytes(f.seed, it.Key()))
+		if len(hs) < chunk {
+			continue
+		}
+		select {
+		case <-stop: // the store is closing
+			return
+		default:
+		}
+		if !flush() {
+			return
+		}
+	}
+	if it.Error() != nil || !flush() {
+		return
+	}
+	f.mu.Lock()
+	if f.gen == gen {
+		f.ready = true
+	}
+	f.mu.Unlock()
+}
