@@ -216,7 +216,7 @@ func (n *Node) runStream(c net.Conn, l *fwdLink, first fwdItem) {
 		c.Close()
 		<-readerDone
 	}()
-	w := bufio.NewWriterSize(c, 64<<10)
+	w := bufio.NewWriterSize(deadlineWriter{c, forwardTimeout}, 64<<10)
 	var id uint64
 	var frame []byte
 	send := func(it fwdItem) bool {
@@ -246,7 +246,6 @@ func (n *Node) runStream(c net.Conn, l *fwdLink, first fwdItem) {
 				break fill
 			}
 		}
-		c.SetWriteDeadline(time.Now().Add(forwardTimeout))
 		if w.Flush() != nil {
 			return
 		}
@@ -359,7 +358,7 @@ func (n *Node) serveStream(c net.Conn) {
 // writeAnswers writes answers to c, one write for all that are ready,
 // until ctx ends or a write fails.
 func writeAnswers(ctx context.Context, c net.Conn, answers <-chan []byte) {
-	w := bufio.NewWriterSize(c, 64<<10)
+	w := bufio.NewWriterSize(deadlineWriter{c, forwardTimeout}, 64<<10)
 	for {
 		select {
 		case a := <-answers:
@@ -369,13 +368,23 @@ func writeAnswers(ctx context.Context, c net.Conn, answers <-chan []byte) {
 		case <-ctx.Done():
 			return
 		}
-		if len(answers) == 0 {
-			c.SetWriteDeadline(time.Now().Add(forwardTimeout))
-			if w.Flush() != nil {
-				return
-			}
+		if len(answers) == 0 && w.Flush() != nil {
+			return
 		}
 	}
+}
+
+// deadlineWriter gives each write to the socket its own deadline. A
+// buffered writer writes a frame larger than its buffer straight through,
+// not only at Flush, so a deadline set at the last Flush could have passed.
+type deadlineWriter struct {
+	c       net.Conn
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.c.Write(p)
 }
 
 var errBadFrame = errors.New("malformed forwarding frame")

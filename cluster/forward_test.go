@@ -253,3 +253,21 @@ func TestServeForwardStream(t *testing.T) {
 		t.Fatalf("after a malformed frame the stream gave %v, want it closed", err)
 	}
 }
+
+// A frame larger than the stream's buffer goes straight to the socket; it
+// must get a fresh deadline, not one left from a flush long ago.
+func TestStreamWriteAfterIdleDeadline(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go io.Copy(io.Discard, b)
+	const timeout = 20 * time.Millisecond
+	w := bufio.NewWriterSize(deadlineWriter{a, timeout}, 16)
+	if _, err := w.Write([]byte("small")); err != nil || w.Flush() != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * timeout) // idle past the deadline of the last write
+	if _, err := w.Write(bytes.Repeat([]byte("x"), 64)); err != nil {
+		t.Fatalf("a large frame after an idle spell: %v", err)
+	}
+}

@@ -93,14 +93,13 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 				n.log.Debug("post stream", "peer", peerAddr, "err", err)
 				continue // this message is lost; the next one dials again
 			}
-			w = bufio.NewWriterSize(c, 64<<10)
+			w = bufio.NewWriterSize(deadlineWriter{c, 5 * time.Second}, 64<<10)
 		}
 		ok := true
 		for ok {
 			frame = appendPost(frame[:0], it.kind, it.body)
 			_, err := w.Write(frame)
 			if err == nil && len(l.q) == 0 {
-				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 				err = w.Flush()
 			}
 			if err != nil {
