@@ -271,7 +271,8 @@ func (t *tx) send(c *Command) (Result, error) {
 		return refuseOr(err)
 	}
 	idemKey := t.k.idem(c.Channel, c.User, c.Key)
-	if t.idem.mayHave(idemKey) { // nearly every key is new: the filter says so without a lookup
+	idemHash := t.idem.hash(idemKey)
+	if t.idem.mayHave(idemHash) { // nearly every key is new: the filter says so without a lookup
 		var prior idemRecord
 		if found, err := getJSON(t.b, idemKey, &prior); err != nil || found {
 			return Result{Seq: prior.Seq, Ts: prior.Ts, Duplicate: true}, err
@@ -294,7 +295,7 @@ func (t *tx) send(c *Command) (Result, error) {
 	if err := t.put(idemKey, idemRecord{Seq: m.LastSeq, Ts: m.LastTs}); err != nil {
 		return Result{}, err
 	}
-	t.idem.add(idemKey)
+	t.idem.add(idemHash)
 	if err := t.putMeta(c.Channel, m); err != nil {
 		return Result{}, err
 	}

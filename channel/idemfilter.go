@@ -75,9 +75,11 @@ func (l *bloomLayer) has(h uint64) bool {
 	return true
 }
 
-// add records that key is written.
-func (f *idemFilter) add(key []byte) {
-	h := maphash.Bytes(f.seed, key)
+// hash is what add and mayHave take for key.
+func (f *idemFilter) hash(key []byte) uint64 { return maphash.Bytes(f.seed, key) }
+
+// add records that the key hashed to h is written.
+func (f *idemFilter) add(h uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.addLocked(h)
@@ -96,9 +98,9 @@ func (f *idemFilter) addLocked(h uint64) {
 	f.layers[last].add(h)
 }
 
-// mayHave is false only for a key that was certainly never written.
-func (f *idemFilter) mayHave(key []byte) bool {
-	h := maphash.Bytes(f.seed, key)
+// mayHave is false only for a key (hashed to h) that was certainly never
+// written.
+func (f *idemFilter) mayHave(h uint64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.ready {
@@ -145,7 +147,7 @@ func (f *idemFilter) fill(db *pebble.DB, prefix []byte, gen uint64, stop <-chan 
 		return true
 	}
 	for it.First(); it.Valid(); it.Next() {
-		hs = append(hs, maphash.Bytes(f.seed, it.Key()))
+		hs = append(hs, f.hash(it.Key()))
 		if len(hs) < chunk {
 			continue
 		}

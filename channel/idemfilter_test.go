@@ -21,19 +21,19 @@ func TestIdemFilterNoFalseNegatives(t *testing.T) {
 	f.ready = true
 	const n = 5 * firstLayerKeys // four layers
 	for i := range n {
-		f.add(fmt.Appendf(nil, "key-%d", i))
+		f.add(f.hash(fmt.Appendf(nil, "key-%d", i)))
 	}
 	if len(f.layers) < 3 {
 		t.Fatalf("%d layers for %d keys", len(f.layers), n)
 	}
 	for i := range n {
-		if !f.mayHave(fmt.Appendf(nil, "key-%d", i)) {
+		if !f.mayHave(f.hash(fmt.Appendf(nil, "key-%d", i))) {
 			t.Fatalf("key-%d was added and is reported absent", i)
 		}
 	}
 	fp := 0
 	for i := range 100_000 {
-		if f.mayHave(fmt.Appendf(nil, "other-%d", i)) {
+		if f.mayHave(f.hash(fmt.Appendf(nil, "other-%d", i))) {
 			fp++
 		}
 	}

@@ -406,16 +406,26 @@ func readFrame(r *bufio.Reader, buf []byte) ([]byte, error) {
 	return buf, err
 }
 
-func uvarintLen(v uint64) int {
-	return len(binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64), v))
+// appendFrame appends one frame: what add appends, preceded by its length
+// (readFrame reads it back).
+func appendFrame(b []byte, add func([]byte) []byte) []byte {
+	start := len(b)
+	b = add(b)
+	size := len(b) - start
+	var hdr [binary.MaxVarintLen64]byte
+	h := binary.PutUvarint(hdr[:], uint64(size))
+	b = append(b, hdr[:h]...) // room for the length: shift the payload up
+	copy(b[start+h:], b[start:start+size])
+	copy(b[start:], hdr[:h])
+	return b
 }
 
 func appendFwdRequest(b []byte, id uint64, shard int, cmd []byte) []byte {
-	size := uvarintLen(id) + uvarintLen(uint64(shard)) + uvarintLen(uint64(len(cmd))) + len(cmd)
-	b = binary.AppendUvarint(b, uint64(size))
-	b = binary.AppendUvarint(b, id)
-	b = binary.AppendUvarint(b, uint64(shard))
-	return appendBytes(b, cmd)
+	return appendFrame(b, func(b []byte) []byte {
+		b = binary.AppendUvarint(b, id)
+		b = binary.AppendUvarint(b, uint64(shard))
+		return appendBytes(b, cmd)
+	})
 }
 
 func parseFwdRequest(p []byte, shards int) (id uint64, shard int, cmd []byte, err error) {
@@ -443,10 +453,10 @@ func encodeFwdAnswer(id uint64, o outcome) []byte {
 			status, v = 2, []byte(err.Error())
 		}
 	}
-	size := uvarintLen(id) + 1 + uvarintLen(uint64(len(v))) + len(v)
-	b := binary.AppendUvarint(make([]byte, 0, size+binary.MaxVarintLen64), uint64(size))
-	b = binary.AppendUvarint(b, id)
-	return appendBytes(append(b, status), v)
+	return appendFrame(make([]byte, 0, len(v)+24), func(b []byte) []byte {
+		b = binary.AppendUvarint(b, id)
+		return appendBytes(append(b, status), v)
+	})
 }
 
 func parseFwdAnswer(p []byte) (uint64, outcome, error) {

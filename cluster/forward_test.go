@@ -80,6 +80,19 @@ func TestForwardFrames(t *testing.T) {
 	if _, _, err := parseFwdAnswer(nil); err == nil {
 		t.Fatal("an empty answer was accepted")
 	}
+	// A payload past 127 bytes takes a two-byte length; frames behind it
+	// still line up.
+	long := bytes.Repeat([]byte("c"), 300)
+	two := appendFwdRequest(appendFwdRequest([]byte("prefix"), 1, 5, long), 2, 6, []byte("z"))
+	r = bufio.NewReader(bytes.NewReader(two[len("prefix"):]))
+	for _, want := range []string{string(long), "z"} {
+		if buf, err = readFrame(r, buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, cmd, err := parseFwdRequest(buf, 64); err != nil || string(cmd) != want {
+			t.Fatalf("got %d bytes, %v; want %d", len(cmd), err, len(want))
+		}
+	}
 }
 
 func TestBeatResponseEncoding(t *testing.T) {

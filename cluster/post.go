@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -75,6 +74,11 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 	var c net.Conn
 	var w *bufio.Writer
 	var frame []byte
+	write := func(it postItem) error {
+		frame = appendPost(frame[:0], it.kind, it.body)
+		_, err := w.Write(frame)
+		return err
+	}
 	defer func() {
 		if c != nil {
 			c.Close()
@@ -95,33 +99,28 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 			}
 			w = bufio.NewWriterSize(deadlineWriter{c, 5 * time.Second}, 64<<10)
 		}
-		ok := true
-		for ok {
-			frame = appendPost(frame[:0], it.kind, it.body)
-			_, err := w.Write(frame)
-			if err == nil && len(l.q) == 0 {
-				err = w.Flush()
-			}
-			if err != nil {
-				n.log.Debug("post stream broke", "peer", peerAddr, "err", err)
-				c.Close()
-				c = nil
-				break
-			}
-			select {
-			case it = <-l.q:
-			default:
-				ok = false
-			}
+		// Everything queued meanwhile goes in the same write. Only this
+		// goroutine takes from l.q, so a non-empty queue has an item.
+		err := write(it)
+		for err == nil && len(l.q) > 0 {
+			err = write(<-l.q)
+		}
+		if err == nil {
+			err = w.Flush()
+		}
+		if err != nil {
+			n.log.Debug("post stream broke", "peer", peerAddr, "err", err)
+			c.Close()
+			c = nil
 		}
 	}
 }
 
 // appendPost frames one message.
 func appendPost(b []byte, kind string, body []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(uvarintLen(uint64(len(kind)))+len(kind)+len(body)))
-	b = appendBytes(b, []byte(kind))
-	return append(b, body...)
+	return appendFrame(b, func(b []byte) []byte {
+		return append(appendBytes(b, []byte(kind)), body...)
+	})
 }
 
 // dialPost opens a post stream to peerAddr and says who this node is.
