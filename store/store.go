@@ -38,10 +38,9 @@ type Store struct {
 	dir     string
 	checker io.Closer // the disk health checker
 
-	bgMu   sync.Mutex // guards closed and bg's Add against Close
-	closed bool
-	stop   chan struct{}  // closed by Close: background readers end
-	bg     sync.WaitGroup // background readers
+	bgMu sync.Mutex     // orders bg's Add against Close
+	stop chan struct{}  // closed by Close: background readers end
+	bg   sync.WaitGroup // background readers
 }
 
 // diskSlowThreshold is how long one disk operation (a WAL write or
@@ -62,8 +61,9 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 128 << 20
 	}
+	plog := log.With("sys", "pebble")
 	opts := &pebble.Options{
-		Logger: newPebbleLogger(log.With("sys", "pebble")),
+		Logger: newPebbleLogger(plog),
 		// Every send reads its channel's state and looks up its idempotency
 		// key, which is almost never there: with Pebble's defaults (8 MiB of
 		// cache, no filters) those reads went to the files for index blocks
@@ -76,16 +76,15 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
-	slow := log.With("sys", "pebble")
 	var checker io.Closer
 	opts.FS, checker = vfs.WithDiskHealthChecks(vfs.Default, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
-		slow.Warn("the disk is slow", "op", info.OpType.String(), "path", info.Path, "duration", info.Duration.Round(time.Millisecond))
+		plog.Warn("the disk is slow", "op", info.OpType.String(), "path", info.Path, "duration", info.Duration.Round(time.Millisecond))
 	})
 	opts.EventListener = &pebble.EventListener{
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
-			slow.Warn("writes stalled", "reason", info.Reason)
+			plog.Warn("writes stalled", "reason", info.Reason)
 		},
-		WriteStallEnd: func() { slow.Info("writes resumed") },
+		WriteStallEnd: func() { plog.Info("writes resumed") },
 	}
 	db, err := pebble.Open(filepath.Join(dir, "db"), opts)
 	if err != nil {
@@ -106,7 +105,7 @@ func (s *Store) Dir() string { return s.dir }
 func (s *Store) Background(f func(stop <-chan struct{})) {
 	s.bgMu.Lock()
 	defer s.bgMu.Unlock()
-	if s.closed {
+	if s.closing() {
 		return
 	}
 	s.bg.Add(1)
@@ -116,11 +115,19 @@ func (s *Store) Background(f func(stop <-chan struct{})) {
 	}()
 }
 
+func (s *Store) closing() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // Close flushes nothing extra: every acknowledged write was synced already.
 func (s *Store) Close() error {
 	s.bgMu.Lock()
-	if !s.closed {
-		s.closed = true
+	if !s.closing() {
 		close(s.stop)
 	}
 	s.bgMu.Unlock()
