@@ -284,3 +284,63 @@ func TestStreamWriteAfterIdleDeadline(t *testing.T) {
 		t.Fatalf("a large frame after an idle spell: %v", err)
 	}
 }
+
+// A node answers a round of heartbeats on its heartbeat stream, one answer
+// per heartbeat from that shard's raft, and closes the stream on a
+// malformed round.
+func TestServeBeatStream(t *testing.T) {
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	defer tn.close(t)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		for _, s := range tn.Stats(false) {
+			if s.State != raft.Leader.String() {
+				return fmt.Errorf("shard %d is %s", s.Shard, s.State)
+			}
+		}
+		return nil
+	})
+	n := forwarder(t)
+	c, err := n.mux.Layer(kindBeats, 0).Dial(raft.ServerAddress(tn.PeerAddr()), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Term 0 is below every shard's term: raft refuses it with its own term
+	// and stays the leader.
+	round := appendFrame(nil, func(b []byte) []byte {
+		b = binary.AppendUvarint(b, 2)
+		for _, shard := range []uint64{1, 3} {
+			b = binary.AppendUvarint(b, shard)
+			b = binary.AppendUvarint(b, 0) // term
+			b = binary.AppendUvarint(b, uint64(raft.ProtocolVersionMax))
+			b = appendBytes(b, []byte("ghost"))
+			b = appendBytes(b, []byte("127.0.0.1:1"))
+		}
+		return b
+	})
+	if _, err := c.Write(round); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	buf, err := readFrame(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats := tn.Stats(false)
+	for _, shard := range []int{1, 3} {
+		var resp raft.AppendEntriesResponse
+		var itemErr error
+		buf, itemErr, err = decodeBeatResponse(buf, &resp)
+		if err != nil || itemErr != nil || resp.Success || resp.Term != stats[shard].Term || resp.Term == 0 {
+			t.Fatalf("shard %d: %+v, %v, %v (its term %d)", shard, resp, itemErr, err, stats[shard].Term)
+		}
+	}
+	if len(buf) != 0 {
+		t.Fatalf("%d bytes past the two answers", len(buf))
+	}
+	c.Write(appendFrame(nil, func(b []byte) []byte { return append(b, 1, 9) })) // shard 9 of 4
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := readFrame(r, nil); err != io.EOF {
+		t.Fatalf("after a malformed round the stream gave %v, want it closed", err)
+	}
+}

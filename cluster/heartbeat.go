@@ -1,12 +1,13 @@
 package cluster
 
 import (
-	"context"
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,15 @@ import (
 // leader's lease. A heartbeat that confirms leadership for a read
 // (VerifyLeader, see Linearize) must not wait: while one is pending, its
 // shard's heartbeats go out at once.
+//
+// A heartbeat is also held: it goes to the peer in every round, but raft's
+// call returns only once it is a quarter of the timeout old (or at once if
+// the peer refused it, or a leadership check is waiting). The follower
+// hears from its leader every round, while the leader's heartbeat
+// goroutine, which raft wakes on a timer of its own after each call, runs
+// half as often. Those wake-ups were most of an idle node's: resending a
+// heartbeat is what a retransmit does, and each answer the leader gets is
+// from the latest round.
 
 // beatTransport is a shard's raft transport: the network transport, with
 // heartbeats sent through the node's coalescer.
@@ -60,7 +70,8 @@ func (t *beatTransport) SetHeartbeatHandler(cb func(raft.RPC)) {
 // beats is a node's heartbeat coalescer: one queue per peer node.
 type beats struct {
 	n        *Node
-	interval time.Duration
+	interval time.Duration // between rounds to one peer
+	hold     time.Duration // before a heartbeat is answered
 	timeout  time.Duration
 	urgent   []atomic.Int32 // per shard: leadership checks waiting
 	mu       sync.Mutex
@@ -77,14 +88,21 @@ func (n *Node) HeartbeatStats() (rpcs, heartbeats uint64) {
 
 type beatPeer struct {
 	mu      sync.Mutex
-	waiting []*beatWait
+	waiting []*beatWait   // sent in every round until answered
 	kick    chan struct{} // buffered 1: a waiter arrived (urgent or first)
+
+	// The peer's heartbeat stream (kind 'b'), used by its run loop only:
+	// one round at a time, a frame of heartbeats and a frame of answers.
+	conn       net.Conn
+	rd         *bufio.Reader
+	wbuf, rbuf []byte
 }
 
 type beatWait struct {
 	shard int
 	req   *raft.AppendEntriesRequest
 	resp  *raft.AppendEntriesResponse
+	since time.Time
 	done  chan error // buffered
 }
 
@@ -93,7 +111,10 @@ func newBeats(n *Node, shards int, heartbeat time.Duration) *beats {
 	// wait between heartbeats (a tenth to a fifth of it) a follower hears
 	// from its leader at least every ~half timeout, and the leader's lease
 	// (at most the timeout) holds. A hung peer holds its own queue only.
-	return &beats{n: n, interval: heartbeat / 4, timeout: max(2*heartbeat, 500*time.Millisecond),
+	// A held heartbeat is answered a quarter to a half timeout after raft
+	// sent it, and raft sends the next a tenth to a fifth later: the lease
+	// still sees each follower answer well inside the timeout.
+	return &beats{n: n, interval: heartbeat / 4, hold: heartbeat / 4, timeout: max(2*heartbeat, 500*time.Millisecond),
 		urgent: make([]atomic.Int32, shards), peers: map[string]*beatPeer{}}
 }
 
@@ -125,7 +146,7 @@ func (b *beats) send(addr string, shard int, req *raft.AppendEntriesRequest, res
 		b.n.goRun(func() { b.run(addr, p) })
 	}
 	b.mu.Unlock()
-	w := &beatWait{shard: shard, req: req, resp: resp, done: make(chan error, 1)}
+	w := &beatWait{shard: shard, req: req, resp: resp, since: time.Now(), done: make(chan error, 1)}
 	p.mu.Lock()
 	p.waiting = append(p.waiting, w)
 	first := len(p.waiting) == 1
@@ -144,37 +165,45 @@ func (b *beats) send(addr string, shard int, req *raft.AppendEntriesRequest, res
 	}
 }
 
-// run sends the peer's waiting heartbeats, at most one RPC per interval
-// unless a leadership check is waiting, until the node stops.
+// run sends the peer's waiting heartbeats, one round per interval unless a
+// leadership check is waiting, until the node stops.
 func (b *beats) run(addr string, p *beatPeer) {
 	var last time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	defer p.hangUp()
 	for {
-		select {
-		case <-p.kick:
-		case <-b.n.stop:
-			return
+		if p.idle() {
+			select {
+			case <-p.kick:
+			case <-b.n.stop:
+				return
+			}
 		}
-		if wait := b.interval - time.Since(last); wait > 0 && !p.hasUrgent(b) {
+		for wait := b.interval - time.Since(last); wait > 0 && !p.hasUrgent(b); wait = b.interval - time.Since(last) {
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
-			case <-p.kick: // an urgent one arrived: go now
+			case <-p.kick: // an urgent one may have arrived
 			case <-b.n.stop:
 				return
 			}
 		}
 		p.mu.Lock()
-		batch := p.waiting
-		p.waiting = nil
+		batch := slices.Clone(p.waiting)
 		p.mu.Unlock()
 		if len(batch) == 0 {
 			continue
 		}
 		last = time.Now()
-		b.exchange(addr, batch)
+		b.exchange(addr, p, batch)
 	}
+}
+
+func (p *beatPeer) idle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiting) == 0
 }
 
 func (p *beatPeer) hasUrgent(b *beats) bool {
@@ -188,50 +217,151 @@ func (p *beatPeer) hasUrgent(b *beats) bool {
 	return false
 }
 
-// exchange sends one batch of heartbeats and hands out the answers.
-func (b *beats) exchange(addr string, batch []*beatWait) {
-	body := binary.AppendUvarint(nil, uint64(len(batch)))
-	for _, w := range batch {
-		r := w.req
-		body = binary.AppendUvarint(body, uint64(w.shard))
-		body = binary.AppendUvarint(body, r.Term)
-		body = binary.AppendUvarint(body, uint64(r.ProtocolVersion))
-		body = appendBytes(body, r.ID)
-		body = appendBytes(body, r.Addr)
-	}
-	ctx, cancel := context.WithTimeout(b.n.ctx, b.timeout)
-	out, err := b.n.call(ctx, addr, "/beats", body)
-	cancel()
+// exchange sends one round of heartbeats and answers those that are due:
+// refused, old enough, or wanted by a leadership check. The rest stay for
+// the next round.
+func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
+	p.wbuf = appendFrame(p.wbuf[:0], func(body []byte) []byte {
+		body = binary.AppendUvarint(body, uint64(len(batch)))
+		for _, w := range batch {
+			r := w.req
+			body = binary.AppendUvarint(body, uint64(w.shard))
+			body = binary.AppendUvarint(body, r.Term)
+			body = binary.AppendUvarint(body, uint64(r.ProtocolVersion))
+			body = appendBytes(body, r.ID)
+			body = appendBytes(body, r.Addr)
+		}
+		return body
+	})
+	out, err := b.roundTrip(addr, p)
 	b.rpcs.Add(1)
 	b.sent.Add(uint64(len(batch)))
+	now := time.Now()
+	answered := map[*beatWait]error{}
 	for _, w := range batch {
 		if err != nil { // the whole exchange failed
-			w.done <- err
+			answered[w] = err
 			continue
 		}
+		var resp raft.AppendEntriesResponse
 		var itemErr error
-		out, itemErr, err = decodeBeatResponse(out, w.resp)
+		out, itemErr, err = decodeBeatResponse(out, &resp)
 		if err != nil {
-			itemErr = err
+			answered[w] = err
+			continue
 		}
-		w.done <- itemErr
+		if itemErr != nil || !resp.Success || now.Sub(w.since) >= b.hold || b.urgent[w.shard].Load() > 0 {
+			*w.resp = resp
+			answered[w] = itemErr
+		}
+	}
+	if len(answered) == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.waiting = slices.DeleteFunc(p.waiting, func(w *beatWait) bool {
+		_, ok := answered[w]
+		return ok
+	})
+	p.mu.Unlock()
+	for w, err := range answered {
+		w.done <- err
 	}
 }
 
-// handleBeats serves a peer's batch of heartbeats: each goes to its shard's
-// raft as the network transport would hand it over.
-func (n *Node) handleBeats(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
-	if err != nil {
-		return
+// kindBeats is the peer-port stream that carries a node's coalesced
+// heartbeats to one peer.
+const kindBeats byte = 'b'
+
+// roundTrip sends the round in p.wbuf on the peer's stream, dialled if
+// need be, and reads the answers. A failed round hangs up: the next dials
+// again.
+func (b *beats) roundTrip(addr string, p *beatPeer) ([]byte, error) {
+	p.mu.Lock()
+	c := p.conn
+	p.mu.Unlock()
+	if c == nil {
+		var err error
+		c, err = b.n.mux.Layer(kindBeats, 0).Dial(raft.ServerAddress(addr), b.timeout)
+		if err != nil {
+			return nil, fmt.Errorf("%w: heartbeats to %s: %v", ErrUnavailable, addr, err)
+		}
+		p.mu.Lock()
+		p.conn, p.rd = c, bufio.NewReader(c)
+		p.mu.Unlock()
+		select {
+		case <-b.n.stop: // stopped while dialling: run's hang-up may have been before
+			p.hangUp()
+			return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+		default:
+		}
 	}
+	c.SetDeadline(time.Now().Add(b.timeout))
+	_, err := c.Write(p.wbuf)
+	if err == nil {
+		p.rbuf, err = readFrame(p.rd, p.rbuf)
+	}
+	if err != nil {
+		p.hangUp()
+		return nil, fmt.Errorf("%w: heartbeats to %s: %v", ErrUnavailable, addr, err)
+	}
+	return p.rbuf, nil
+}
+
+// hangUp closes the peer's stream, if open.
+func (p *beatPeer) hangUp() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn, p.rd = nil, nil
+	}
+}
+
+// serveBeatStream answers a peer's rounds of heartbeats, one at a time.
+func (n *Node) serveBeatStream(c net.Conn) {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-n.stop:
+		case <-done:
+		}
+		c.Close()
+	}()
+	r := bufio.NewReader(c)
+	w := deadlineWriter{c, 10 * time.Second}
+	var in, out []byte
+	for {
+		var err error
+		if in, err = readFrame(r, in); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				n.log.Warn("heartbeat stream", "err", err)
+			}
+			return
+		}
+		out = appendFrame(out[:0], func(out []byte) []byte {
+			out, err = n.answerBeats(out, in)
+			return out
+		})
+		if err != nil {
+			n.log.Warn("closing a heartbeat stream", "err", err)
+			return
+		}
+		if _, err := w.Write(out); err != nil {
+			return
+		}
+	}
+}
+
+// answerBeats hands each heartbeat of a round to its shard's raft, as the
+// network transport would, and appends raft's answers to out.
+func (n *Node) answerBeats(out, body []byte) ([]byte, error) {
 	count, k := binary.Uvarint(body)
 	if k <= 0 || count > uint64(len(n.groups))*4 {
-		http.Error(w, "malformed heartbeats", http.StatusBadRequest)
-		return
+		return out, errors.New("malformed heartbeats")
 	}
 	body = body[k:]
-	var out []byte
 	for range count {
 		var shard, term, version uint64
 		var id, addr []byte
@@ -242,8 +372,7 @@ func (n *Node) handleBeats(w http.ResponseWriter, r *http.Request) {
 		id, body, ok = bytesField(body, ok)
 		addr, body, ok = bytesField(body, ok)
 		if !ok || shard >= uint64(len(n.groups)) {
-			http.Error(w, "malformed heartbeats", http.StatusBadRequest)
-			return
+			return out, errors.New("malformed heartbeats")
 		}
 		req := &raft.AppendEntriesRequest{
 			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersion(version), ID: id, Addr: addr},
@@ -252,7 +381,7 @@ func (n *Node) handleBeats(w http.ResponseWriter, r *http.Request) {
 		resp, err := n.groups[shard].beat(req)
 		out = appendBeatResponse(out, resp, err)
 	}
-	w.Write(out)
+	return out, nil
 }
 
 // beat hands one heartbeat to the shard's raft and returns its answer.

@@ -187,6 +187,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 	n.goRun(func() { n.rpcSrv.Serve(n.mux.Layer(kindRPC, 0)) })
 	n.goRun(func() { n.acceptStreams(kindFwd, n.serveStream) })
 	n.goRun(func() { n.acceptStreams(kindPost, n.servePostStream) })
+	n.goRun(func() { n.acceptStreams(kindBeats, n.serveBeatStream) })
 	clusterID, _ := n.st.Meta("cluster")
 	n.formed.Store(len(clusterID) > 0)
 	self := nodeMeta{Peer: n.PeerAddr(), HTTP: n.cfg.HTTPAddr, Cluster: string(clusterID), Shards: n.cfg.Shards}

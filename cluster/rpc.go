@@ -18,11 +18,11 @@ import (
 // Node-to-node RPC is HTTP/1.1 on the peer port's RPC stream: keep-alive
 // pooling and deadlines come from net/http, and every connection passed the
 // mux's secret handshake first. (Forwarded proposals and one-way messages
-// have streams of their own: forward.go, post.go.)
+// have streams of their own: forward.go, post.go, and so have heartbeats:
+// heartbeat.go.)
 //
 //	POST /read?shard=N      body: encoded read  -> its reply
 //	POST /read-leader-state?shard=N  the same, without confirming leadership first
-//	POST /beats             body: heartbeats    -> raft's answers (heartbeat.go)
 //	GET  /progress?shard=N                      -> {"applied": index}
 const kindRPC byte = 'h'
 
@@ -33,7 +33,6 @@ func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /read", n.handleRead)
 	mux.HandleFunc("POST /read-leader-state", n.handleReadLeaderState)
-	mux.HandleFunc("POST /beats", n.handleBeats)
 	mux.HandleFunc("GET /progress", n.handleProgress)
 	return mux
 }
