@@ -273,9 +273,17 @@ func (t *tx) send(c *Command) (Result, error) {
 	idemKey := t.k.idem(c.Channel, c.User, c.Key)
 	idemHash := t.idem.hash(idemKey)
 	if t.idem.mayHave(idemHash) { // nearly every key is new: the filter says so without a lookup
+		now := c.Ts // the channel's clock, as this message would move it
+		if m != nil {
+			now = max(m.LastTs, c.Ts)
+		}
 		var prior idemRecord
-		if found, err := getJSON(t.b, idemKey, &prior); err != nil || found {
-			return Result{Seq: prior.Seq, Ts: prior.Ts, Duplicate: true}, err
+		found, err := getJSON(t.b, idemKey, &prior)
+		if err != nil {
+			return Result{}, err
+		}
+		if found && !idemExpired(prior.Ts, now) {
+			return Result{Seq: prior.Seq, Ts: prior.Ts, Duplicate: true}, nil
 		}
 	}
 	var res Result

@@ -21,12 +21,20 @@ import (
 // the background. Until that scan is done it answers "maybe" for every key,
 // so lookups go to Pebble as before. A "maybe" is only ever a lookup more:
 // what is stored decides, and every replica decides the same.
+//
+// Keys expire (expiry.go), and a Bloom filter cannot forget one: the sweep
+// that finds expired keys builds a new set of layers from the keys it
+// keeps, while every key written meanwhile goes to both sets, and then
+// replaces the old set with it.
 type idemFilter struct {
 	mu     sync.Mutex
 	seed   maphash.Seed
 	layers []*bloomLayer
 	ready  bool
 	gen    uint64 // counts resets: a scan of an earlier one stops
+
+	rebuilding bool
+	next       []*bloomLayer // the set a sweep is building
 }
 
 // bloomLayer holds up to cap keys at ~1% false positives (10 bits and 7
@@ -86,16 +94,78 @@ func (f *idemFilter) add(h uint64) {
 }
 
 func (f *idemFilter) addLocked(h uint64) {
-	last := len(f.layers) - 1
-	if last < 0 || f.layers[last].n >= f.layers[last].cap {
+	f.layers = addToLayers(f.layers, h)
+	if f.rebuilding {
+		f.next = addToLayers(f.next, h)
+	}
+}
+
+func addToLayers(layers []*bloomLayer, h uint64) []*bloomLayer {
+	last := len(layers) - 1
+	if last < 0 || layers[last].n >= layers[last].cap {
 		size := firstLayerKeys
 		if last >= 0 {
-			size = 2 * f.layers[last].cap
+			size = 2 * layers[last].cap
 		}
-		f.layers = append(f.layers, newBloomLayer(size))
+		layers = append(layers, newBloomLayer(size))
 		last++
 	}
-	f.layers[last].add(h)
+	layers[last].add(h)
+	return layers
+}
+
+// startRebuild begins a new set of layers beside the current one, if the
+// filter is filled: from now on every key added goes to both.
+func (f *idemFilter) startRebuild() (gen uint64, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.ready || f.rebuilding {
+		return 0, false
+	}
+	f.rebuilding, f.next = true, nil
+	return f.gen, true
+}
+
+// addNext adds keys (hashed) to the set being built; false if a reset
+// ended the rebuild.
+func (f *idemFilter) addNext(gen uint64, hs []uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gen != gen || !f.rebuilding {
+		return false
+	}
+	for _, h := range hs {
+		f.next = addToLayers(f.next, h)
+	}
+	return true
+}
+
+// endRebuild replaces the current set with the built one (if done and not
+// reset meanwhile), or drops it.
+func (f *idemFilter) endRebuild(gen uint64, done bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gen != gen || !f.rebuilding {
+		return
+	}
+	if done {
+		f.layers = f.next
+	}
+	f.rebuilding, f.next = false, nil
+}
+
+// bytes is the memory the filter's bits take.
+func (f *idemFilter) bytes() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, l := range f.layers {
+		n += 8 * len(l.bits)
+	}
+	for _, l := range f.next {
+		n += 8 * len(l.bits)
+	}
+	return n
 }
 
 // mayHave is false only for a key (hashed to h) that was certainly never
@@ -120,6 +190,7 @@ func (f *idemFilter) mayHave(h uint64) bool {
 func (f *idemFilter) reset(st *store.Store, prefix []byte) {
 	f.mu.Lock()
 	f.layers, f.ready = nil, false
+	f.rebuilding, f.next = false, nil
 	f.gen++
 	gen := f.gen
 	f.mu.Unlock()

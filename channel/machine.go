@@ -26,6 +26,8 @@ type Machine struct {
 	metas    *metaCache
 	st       *store.Store
 	idem     *idemFilter
+	exp      expiry // expired idempotency records to delete
+	kLen     int    // length of the records' key prefix ('k')
 }
 
 var _ cluster.StateMachine = (*Machine)(nil)
@@ -36,7 +38,12 @@ var _ cluster.StateMachine = (*Machine)(nil)
 func NewMachine(shard int, st *store.Store, onCommit func(shard int, evs []Event)) (*Machine, error) {
 	m := &Machine{shard: shard, db: st.DB(), k: newKeys(shard), onCommit: onCommit, metas: newMetaCache(),
 		st: st, idem: newIdemFilter()}
-	return m, m.Restored()
+	m.kLen = len(m.k.make("k"))
+	if err := m.Restored(); err != nil {
+		return nil, err
+	}
+	st.Background(m.sweepLoop)
+	return m, nil
 }
 
 // Applied is the last Raft index applied to this shard's state.
@@ -45,6 +52,7 @@ func (m *Machine) Applied() uint64 { return m.applied.Load() }
 // Restored reloads the applied index after the range was replaced.
 func (m *Machine) Restored() error {
 	m.metas.clear()
+	m.exp.drop()
 	m.idem.reset(m.st, m.k.make("k"))
 	v, err := get(m.db, m.k.applied())
 	if errors.Is(err, store.ErrNotFound) {
@@ -80,10 +88,15 @@ func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 		}
 		res[i] = r
 	}
+	deleted, err := tx.expire(m.exp.take(expireBatch), m.kLen)
+	if err != nil {
+		panic(fmt.Sprintf("shard %d apply %d: expiring idempotency records: %v", m.shard, index, err))
+	}
 	b.Set(m.k.applied(), binary.BigEndian.AppendUint64(nil, index), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		panic(fmt.Sprintf("shard %d commit %d: %v", m.shard, index, err))
 	}
+	m.exp.deleted.Add(uint64(deleted))
 	m.applied.Store(index)
 	if m.onCommit != nil && len(tx.events) > 0 {
 		m.onCommit(m.shard, tx.events)
