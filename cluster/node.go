@@ -256,6 +256,11 @@ func (n *Node) raftConfig(shard int) *raft.Config {
 	return c
 }
 
+// logCacheEntries is how many recent log entries each shard keeps in
+// memory. An entry holds up to MaxBatch commands; replication and apply
+// read an entry back within a few entries of its append.
+const logCacheEntries = 16
+
 func (n *Node) startGroup(shard int, sm StateMachine) error {
 	logs := n.st.RaftStore(shard)
 	snaps, err := n.st.SnapshotStore(shard)
@@ -278,7 +283,16 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 	})
 	bt := &beatTransport{NetworkTransport: trans, beats: n.beats, shard: shard}
 	f := newFSM(shard, sm, n.st)
-	r, err := raft.NewRaft(n.raftConfig(shard), f, logs, logs, snaps, bt)
+	// raft reads each entry back just after storing it: the leader to send
+	// it to followers, a follower to apply it. The cache of recent entries
+	// answers those without a Pebble lookup (3.7% of the nodes' CPU at
+	// 2,000 DMs a second).
+	cached, err := raft.NewLogCache(logCacheEntries, logs)
+	if err != nil {
+		trans.Close()
+		return err
+	}
+	r, err := raft.NewRaft(n.raftConfig(shard), f, cached, logs, snaps, bt)
 	if err != nil {
 		trans.Close()
 		return err
