@@ -2,6 +2,7 @@ package conn_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -401,6 +403,42 @@ func TestIdleSessionIsClosed(t *testing.T) {
 	live := e.dial("bob")
 	time.Sleep(time.Second) // three idle timeouts: the time is the point of this check
 	live.ok(frame{"type": "ping"}, "pong")
+}
+
+// The server pings only sessions it has not heard from lately: a client
+// that keeps sending gets no pings, a quiet one (that reads) gets them and
+// stays.
+func TestOnlyQuietSessionsArePinged(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Limits.IdleTimeout = config.Duration{Duration: 600 * time.Millisecond} }) // pings every 200 ms
+	dial := func(user string, pings *atomic.Int32) *ws {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "ws://"+e.srv.HTTPAddr()+"/v1/ws", &websocket.DialOptions{
+			OnPingReceived: func(context.Context, []byte) bool { pings.Add(1); return true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		w := &ws{t: t, c: c}
+		w.startReader()
+		w.send(frame{"type": "hello", "token": e.token(user)})
+		w.expect("welcome")
+		return w
+	}
+	var activePings, quietPings atomic.Int32
+	active := dial("alice", &activePings)
+	quiet := dial("bob", &quietPings)
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		active.ok(frame{"type": "ping"}, "pong")
+		time.Sleep(20 * time.Millisecond) // the pace of the sender is the point here
+	}
+	if n := quietPings.Load(); n < 3 {
+		t.Fatalf("the quiet session got %d pings in 1.5 s of 200 ms intervals", n)
+	}
+	if n := activePings.Load(); n > 1 {
+		t.Fatalf("a session that sent every 20 ms got %d pings", n)
+	}
+	quiet.ok(frame{"type": "ping"}, "pong") // pongs kept it alive
 }
 
 func foreignToken(t *testing.T) string {

@@ -255,12 +255,18 @@ func (s *Session) writeQueued() {
 }
 
 // ping checks the session's liveness (called by the hub's ping loop): dead
-// after IdleTimeout without a frame or pong, else pinged.
+// after IdleTimeout without a frame or pong, else pinged unless it was
+// heard from within the last PingInterval (a client that sends needs no
+// ping to show it is there).
 func (s *Session) ping() {
-	if time.Since(time.Unix(0, s.lastSeen.Load())) > s.hub.opt.IdleTimeout {
+	quiet := time.Since(time.Unix(0, s.lastSeen.Load()))
+	if quiet > s.hub.opt.IdleTimeout {
 		if s.closeWith(CloseIdle, "no frame or pong for too long") {
 			s.hub.idleCloses.Add(1)
 		}
+		return
+	}
+	if quiet < s.hub.opt.PingInterval {
 		return
 	}
 	go func() {
