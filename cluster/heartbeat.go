@@ -171,7 +171,10 @@ func (b *beats) run(addr string, p *beatPeer) {
 	var last time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	defer p.hangUp()
+	go func() { // a round waiting on a hung peer ends when the node stops
+		<-b.n.stop
+		p.hangUp()
+	}()
 	for {
 		if p.idle() {
 			select {
