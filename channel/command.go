@@ -1,6 +1,7 @@
 package channel
 
-// Command is one state machine operation, JSON-encoded into a Raft entry.
+// Command is one state machine operation, encoded into a Raft entry
+// (codec.go; entries written before that are JSON, and still decode).
 // Everything Apply needs is in the command (the time, the group size limit),
 // so every replica computes the same result whatever its clock or config.
 type Command struct {

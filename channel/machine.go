@@ -76,7 +76,7 @@ func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 	res := make([]any, len(cmds))
 	for i, raw := range cmds {
 		var c Command
-		if err := json.Unmarshal(raw, &c); err != nil {
+		if err := decodeCommand(raw, &c); err != nil {
 			res[i] = Result{Err: errorf(ErrBadRequest, "undecodable command: %v", err)}
 			continue
 		}

@@ -81,11 +81,7 @@ func (s *Service) shardOf(id string) int { return cluster.ShardOf(id, len(s.keys
 
 // propose commits c on shard and returns the state machine's result.
 func (s *Service) propose(ctx context.Context, shard int, c *Command) (Result, error) {
-	raw, err := json.Marshal(c)
-	if err != nil {
-		return Result{}, errorf(ErrInternal, "encode command: %v", err)
-	}
-	v, err := s.r.Propose(ctx, shard, raw)
+	v, err := s.r.Propose(ctx, shard, encodeCommand(nil, c))
 	if err != nil {
 		return Result{}, wrapRouterErr(err)
 	}
