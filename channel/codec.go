@@ -19,7 +19,7 @@ import (
 // entry is id user channel member(0/1) ver.
 const cmdV1 = 1
 
-var errBadCommand = errors.New("malformed command")
+var errBadCommand = errors.New("malformed command or result")
 
 // encodeCommand appends c's binary encoding to b.
 func encodeCommand(b []byte, c *Command) []byte {
@@ -29,10 +29,7 @@ func encodeCommand(b []byte, c *Command) []byte {
 	b = appendStr(b, c.User)
 	b = appendStr(b, c.Channel)
 	b = appendStr(b, c.Name)
-	b = binary.AppendUvarint(b, uint64(len(c.Members)))
-	for _, m := range c.Members {
-		b = appendStr(b, m)
-	}
+	b = appendStrs(b, c.Members)
 	b = appendStr(b, c.Body)
 	b = appendStr(b, c.Key)
 	b = binary.AppendUvarint(b, c.Seq)
@@ -40,18 +37,7 @@ func encodeCommand(b []byte, c *Command) []byte {
 	b = binary.AppendUvarint(b, uint64(len(c.Hash)))
 	b = append(b, c.Hash...)
 	b = binary.AppendVarint(b, int64(c.Limit))
-	b = binary.AppendUvarint(b, uint64(len(c.Index)))
-	for _, e := range c.Index {
-		b = binary.AppendUvarint(b, e.ID)
-		b = appendStr(b, e.User)
-		b = appendStr(b, e.Channel)
-		member := byte(0)
-		if e.Member {
-			member = 1
-		}
-		b = append(b, member)
-		b = binary.AppendUvarint(b, e.Ver)
-	}
+	b = appendIndex(b, c.Index)
 	b = binary.AppendUvarint(b, uint64(len(c.IDs)))
 	for _, id := range c.IDs {
 		b = binary.AppendUvarint(b, id)
@@ -73,12 +59,7 @@ func decodeCommand(raw []byte, c *Command) error {
 	c.User = d.str()
 	c.Channel = d.str()
 	c.Name = d.str()
-	if n := d.count(); n > 0 {
-		c.Members = make([]string, n)
-		for i := range c.Members {
-			c.Members[i] = d.str()
-		}
-	}
+	c.Members = d.strs()
 	c.Body = d.str()
 	c.Key = d.str()
 	c.Seq = d.uvarint()
@@ -87,17 +68,7 @@ func decodeCommand(raw []byte, c *Command) error {
 		c.Hash = append([]byte(nil), h...)
 	}
 	c.Limit = int(d.varint())
-	if n := d.count(); n > 0 {
-		c.Index = make([]IndexEntry, n)
-		for i := range c.Index {
-			e := &c.Index[i]
-			e.ID = d.uvarint()
-			e.User = d.str()
-			e.Channel = d.str()
-			e.Member = d.byte() == 1
-			e.Ver = d.uvarint()
-		}
-	}
+	c.Index = d.index()
 	if n := d.count(); n > 0 {
 		c.IDs = make([]uint64, n)
 		for i := range c.IDs {
@@ -108,6 +79,91 @@ func decodeCommand(raw []byte, c *Command) error {
 		return errBadCommand
 	}
 	return nil
+}
+
+// Results come back to a proposer on another node in a binary encoding too
+// (cluster's forwarding stream takes any result that can append itself):
+//
+//	resV1 err(0, or 1 code message) seq ts dup(0/1) owner members added removed delivered read outbox
+//
+// with the same field encodings as a command's.
+const resV1 = 1
+
+// AppendBinary appends r's binary encoding to b (encoding.BinaryAppender).
+func (r Result) AppendBinary(b []byte) ([]byte, error) {
+	b = append(b, resV1)
+	if r.Err != nil {
+		b = append(b, 1)
+		b = appendStr(b, r.Err.Code)
+		b = appendStr(b, r.Err.Message)
+	} else {
+		b = append(b, 0)
+	}
+	b = binary.AppendUvarint(b, r.Seq)
+	b = binary.AppendVarint(b, r.Ts)
+	b = appendBool(b, r.Duplicate)
+	b = appendStr(b, r.Owner)
+	b = appendStrs(b, r.Members)
+	b = appendStrs(b, r.Added)
+	b = appendStrs(b, r.Removed)
+	b = binary.AppendUvarint(b, r.Delivered)
+	b = binary.AppendUvarint(b, r.Read)
+	return appendIndex(b, r.Outbox), nil
+}
+
+// decodeResult reads a result in either encoding.
+func decodeResult(raw []byte, r *Result) error {
+	if len(raw) > 0 && raw[0] == '{' {
+		return json.Unmarshal(raw, r)
+	}
+	if len(raw) == 0 || raw[0] != resV1 {
+		return errBadCommand
+	}
+	d := decoder{b: raw[1:]}
+	if d.byte() == 1 {
+		r.Err = &Error{Code: d.str(), Message: d.str()}
+	}
+	r.Seq = d.uvarint()
+	r.Ts = d.varint()
+	r.Duplicate = d.byte() == 1
+	r.Owner = d.str()
+	r.Members = d.strs()
+	r.Added = d.strs()
+	r.Removed = d.strs()
+	r.Delivered = d.uvarint()
+	r.Read = d.uvarint()
+	r.Outbox = d.index()
+	if d.bad || len(d.b) != 0 {
+		return errBadCommand
+	}
+	return nil
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func appendStrs(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendStr(b, s)
+	}
+	return b
+}
+
+func appendIndex(b []byte, es []IndexEntry) []byte {
+	b = binary.AppendUvarint(b, uint64(len(es)))
+	for _, e := range es {
+		b = binary.AppendUvarint(b, e.ID)
+		b = appendStr(b, e.User)
+		b = appendStr(b, e.Channel)
+		b = appendBool(b, e.Member)
+		b = binary.AppendUvarint(b, e.Ver)
+	}
+	return b
 }
 
 func appendStr(b []byte, s string) []byte {
@@ -174,6 +230,35 @@ func (d *decoder) count() int {
 		return 0
 	}
 	return int(n)
+}
+
+func (d *decoder) strs() []string {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = d.str()
+	}
+	return out
+}
+
+func (d *decoder) index() []IndexEntry {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	out := make([]IndexEntry, n)
+	for i := range out {
+		e := &out[i]
+		e.ID = d.uvarint()
+		e.User = d.str()
+		e.Channel = d.str()
+		e.Member = d.byte() == 1
+		e.Ver = d.uvarint()
+	}
+	return out
 }
 
 func (d *decoder) fail() { d.bad, d.b = true, nil }

@@ -62,3 +62,36 @@ func TestApplyDecodesBothEncodings(t *testing.T) {
 		t.Fatalf("an undecodable command: %+v", r)
 	}
 }
+
+// A result survives the binary encoding a forwarded answer uses; a JSON
+// one (from a node before it) still decodes; a cut one is refused.
+func TestResultCodec(t *testing.T) {
+	results := []Result{
+		{Seq: 42, Ts: 1_700_000_000_123, Duplicate: true},
+		{Err: errorf(ErrForbidden, "not a member of %s", "g:x")},
+		{Owner: "alice", Members: []string{"alice", "bob"}, Added: []string{"bob"}, Removed: []string{"carol", ""},
+			Delivered: 7, Read: 5, Outbox: []IndexEntry{{ID: 1 << 40, User: "bob", Channel: "g:x", Member: true, Ver: 2}}},
+		{Err: &Error{Code: "internal"}},
+		{},
+	}
+	for _, want := range results {
+		raw, err := want.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Result
+		if err := decodeResult(raw, &got); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("binary round trip of %+v: %+v, %v", want, got, err)
+		}
+		legacy, _ := json.Marshal(want)
+		got = Result{}
+		if err := decodeResult(legacy, &got); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("JSON result %s: %+v, %v", legacy, got, err)
+		}
+		for i := range len(raw) {
+			if err := decodeResult(raw[:i], &Result{}); !errors.Is(err, errBadCommand) {
+				t.Fatalf("%+v cut to %d of %d bytes: %v", want, i, len(raw), err)
+			}
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"slices"
@@ -90,7 +89,7 @@ func (s *Service) propose(ctx context.Context, shard int, c *Command) (Result, e
 	case Result:
 		res = v
 	case []byte:
-		if err := json.Unmarshal(v, &res); err != nil {
+		if err := decodeResult(v, &res); err != nil {
 			return Result{}, errorf(ErrInternal, "shard %d result: %v", shard, err)
 		}
 	default:

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -449,7 +450,12 @@ func encodeFwdAnswer(id uint64, o outcome) []byte {
 		status, v = 2, []byte(o.err.Error())
 	default:
 		var err error
-		if v, err = json.Marshal(o.val); err != nil {
+		if a, ok := o.val.(encoding.BinaryAppender); ok {
+			v, err = a.AppendBinary(nil) // the state machine's own encoding
+		} else {
+			v, err = json.Marshal(o.val)
+		}
+		if err != nil {
 			status, v = 2, []byte(err.Error())
 		}
 	}
