@@ -65,7 +65,7 @@ func refuseOr(err error) (Result, error) {
 }
 
 func (t *tx) put(key []byte, v any) error {
-	raw, err := json.Marshal(v)
+	raw, err := encodeRecord(v)
 	if err != nil {
 		return err
 	}
@@ -85,7 +85,7 @@ func (t *tx) putMeta(ch string, m *meta) error {
 }
 
 func (t *tx) register(c *Command) (Result, error) {
-	found, err := getJSON(t.b, t.k.account(c.User), &account{})
+	found, err := getRecord(t.b, t.k.account(c.User), &account{})
 	if err != nil {
 		return Result{}, err
 	}
@@ -96,7 +96,7 @@ func (t *tx) register(c *Command) (Result, error) {
 }
 
 func (t *tx) createGroup(c *Command) (Result, error) {
-	if found, err := getJSON(t.b, t.k.meta(c.Channel), &meta{}); err != nil || found {
+	if found, err := getRecord(t.b, t.k.meta(c.Channel), &meta{}); err != nil || found {
 		if err != nil {
 			return Result{}, err
 		}
@@ -278,7 +278,7 @@ func (t *tx) send(c *Command) (Result, error) {
 			now = max(m.LastTs, c.Ts)
 		}
 		var prior idemRecord
-		found, err := getJSON(t.b, idemKey, &prior)
+		found, err := getRecord(t.b, idemKey, &prior)
 		if err != nil {
 			return Result{}, err
 		}
@@ -326,7 +326,7 @@ func (t *tx) receipt(c *Command) (Result, error) {
 	}
 	seq := min(c.Seq, last)
 	var cur cursor
-	if _, err := getJSON(t.b, t.k.receipt(c.Channel, c.User), &cur); err != nil {
+	if _, err := getRecord(t.b, t.k.receipt(c.Channel, c.User), &cur); err != nil {
 		return Result{}, err
 	}
 	next := cur
@@ -352,7 +352,7 @@ func (t *tx) receipt(c *Command) (Result, error) {
 func (t *tx) updateIndex(c *Command) (Result, error) {
 	for _, e := range c.Index {
 		var cur indexRecord
-		if _, err := getJSON(t.b, t.k.index(e.User, e.Channel), &cur); err != nil {
+		if _, err := getRecord(t.b, t.k.index(e.User, e.Channel), &cur); err != nil {
 			return Result{}, err
 		}
 		if e.Ver <= cur.Ver {

@@ -139,6 +139,78 @@ func decodeResult(raw []byte, r *Result) error {
 	return nil
 }
 
+// The records every send writes (the message, its idempotency record and
+// the channel's meta) are stored in a binary encoding as well: encoding them
+// as JSON was 3% of the nodes' CPU at full throughput. Records stored
+// before, and every other kind, are JSON; a binary record starts with its
+// version byte, never '{'.
+const recV1 = 1
+
+var errBadRecord = errors.New("malformed stored record")
+
+type recordAppender interface{ appendRecord(b []byte) []byte }
+type recordDecoder interface{ decodeRecord(d *decoder) }
+
+// encodeRecord encodes a record to store: binary if it has that form.
+func encodeRecord(v any) ([]byte, error) {
+	if r, ok := v.(recordAppender); ok {
+		return r.appendRecord([]byte{recV1}), nil
+	}
+	return json.Marshal(v)
+}
+
+// decodeRecord reads a stored record in either encoding into v.
+func decodeRecord(raw []byte, v any) error {
+	if len(raw) > 0 && raw[0] == recV1 {
+		r, ok := v.(recordDecoder)
+		if !ok {
+			return errBadRecord
+		}
+		d := decoder{b: raw[1:]}
+		r.decodeRecord(&d)
+		if d.bad || len(d.b) != 0 {
+			return errBadRecord
+		}
+		return nil
+	}
+	return json.Unmarshal(raw, v)
+}
+
+func (r idemRecord) appendRecord(b []byte) []byte {
+	return binary.AppendVarint(binary.AppendUvarint(b, r.Seq), r.Ts)
+}
+
+func (r *idemRecord) decodeRecord(d *decoder) { r.Seq, r.Ts = d.uvarint(), d.varint() }
+
+func (m storedMessage) appendRecord(b []byte) []byte {
+	b = appendStr(b, m.From)
+	b = appendStr(b, m.Body)
+	b = binary.AppendVarint(b, m.Ts)
+	return appendStr(b, m.Key)
+}
+
+func (m *storedMessage) decodeRecord(d *decoder) {
+	m.From, m.Body, m.Ts, m.Key = d.str(), d.str(), d.varint(), d.str()
+}
+
+func (m meta) appendRecord(b []byte) []byte {
+	b = appendStr(b, m.Kind)
+	b = appendStr(b, m.Name)
+	b = appendStr(b, m.Owner)
+	b = binary.AppendVarint(b, m.Created)
+	b = binary.AppendUvarint(b, m.LastSeq)
+	b = binary.AppendVarint(b, m.LastTs)
+	b = binary.AppendUvarint(b, m.Epoch)
+	b = binary.AppendUvarint(b, m.Joins)
+	return binary.AppendVarint(b, int64(m.Count))
+}
+
+func (m *meta) decodeRecord(d *decoder) {
+	m.Kind, m.Name, m.Owner = d.str(), d.str(), d.str()
+	m.Created, m.LastSeq, m.LastTs = d.varint(), d.uvarint(), d.varint()
+	m.Epoch, m.Joins, m.Count = d.uvarint(), d.uvarint(), int(d.varint())
+}
+
 func appendBool(b []byte, v bool) []byte {
 	if v {
 		return append(b, 1)

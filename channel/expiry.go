@@ -2,7 +2,6 @@ package channel
 
 import (
 	"bytes"
-	"encoding/json"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -109,7 +108,7 @@ func (t *tx) expire(keys [][]byte, prefixLen int) (deleted int, err error) {
 			return deleted, err
 		}
 		var rec idemRecord
-		found, err := getJSON(t.b, key, &rec)
+		found, err := getRecord(t.b, key, &rec)
 		if err != nil {
 			return deleted, err
 		}
@@ -180,7 +179,7 @@ func (m *Machine) sweep(stop <-chan struct{}) {
 				lastTs[ch] = now
 			}
 			var rec idemRecord
-			if ok && now != 0 && json.Unmarshal(it.Value(), &rec) == nil && idemExpired(rec.Ts, now) {
+			if ok && now != 0 && decodeRecord(it.Value(), &rec) == nil && idemExpired(rec.Ts, now) {
 				expired = append(expired, bytes.Clone(key))
 				continue
 			}
@@ -219,7 +218,7 @@ func (m *Machine) sweep(stop <-chan struct{}) {
 // channelClock is ch's last message time as stored, or 0.
 func (m *Machine) channelClock(ch string) int64 {
 	var c meta
-	if found, err := getJSON(m.db, m.k.meta(ch), &c); err != nil || !found {
+	if found, err := getRecord(m.db, m.k.meta(ch), &c); err != nil || !found {
 		return 0
 	}
 	return c.LastTs

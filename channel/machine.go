@@ -2,7 +2,6 @@ package channel
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -117,8 +116,9 @@ func get(r pebble.Reader, key []byte) ([]byte, error) {
 	return out, closer.Close()
 }
 
-// getJSON decodes the value at key into v; found is false when it is missing.
-func getJSON(r pebble.Reader, key []byte, v any) (found bool, err error) {
+// getRecord decodes the record at key (either encoding, codec.go) into v;
+// found is false when it is missing.
+func getRecord(r pebble.Reader, key []byte, v any) (found bool, err error) {
 	raw, err := get(r, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
@@ -126,7 +126,7 @@ func getJSON(r pebble.Reader, key []byte, v any) (found bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	return true, json.Unmarshal(raw, v)
+	return true, decodeRecord(raw, v)
 }
 
 // metaCache holds the channel records the state machine read or wrote

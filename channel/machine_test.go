@@ -183,7 +183,7 @@ func TestMembershipRules(t *testing.T) {
 		t.Fatalf("members %v %v", members, err)
 	}
 	var m meta
-	getJSON(mt.m.db, mt.m.k.meta(g), &m)
+	getRecord(mt.m.db, mt.m.k.meta(g), &m)
 	if m.Owner != "bob" || m.Count != 1 {
 		t.Fatalf("meta %+v", m)
 	}

@@ -26,7 +26,7 @@ func (rd reader) meta(ch string) (*meta, error) {
 		}
 	}
 	var m meta
-	found, err := getJSON(rd.r, rd.k.meta(ch), &m)
+	found, err := getRecord(rd.r, rd.k.meta(ch), &m)
 	if err != nil || !found {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (rd reader) history(ch string, after, before uint64, limit int) ([]Message,
 	out := make([]Message, 0, min(limit, 64))
 	decode := func() error {
 		var sm storedMessage
-		if err := json.Unmarshal(it.Value(), &sm); err != nil {
+		if err := decodeRecord(it.Value(), &sm); err != nil {
 			return err
 		}
 		seq := binary.BigEndian.Uint64(it.Key()[len(pfx):])
@@ -145,7 +145,7 @@ func (rd reader) userChannels(user string) ([]string, error) {
 
 func (rd reader) cursor(ch, user string) (cursor, error) {
 	var c cursor
-	_, err := getJSON(rd.r, rd.k.receipt(ch, user), &c)
+	_, err := getRecord(rd.r, rd.k.receipt(ch, user), &c)
 	return c, err
 }
 

@@ -67,7 +67,7 @@ func (rd reader) exec(op *readOp) (any, error) {
 	switch op.Op {
 	case "account":
 		var acc account
-		found, err := getJSON(rd.r, rd.k.account(op.User), &acc)
+		found, err := getRecord(rd.r, rd.k.account(op.User), &acc)
 		if err != nil || !found {
 			return nil, err
 		}
