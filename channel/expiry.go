@@ -2,6 +2,7 @@ package channel
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -94,7 +95,7 @@ func (e *expiry) take(max int) [][]byte {
 }
 
 // drop empties the queue (the range was replaced).
-func (e *expiry) drop() { e.take(int(^uint(0) >> 1)) }
+func (e *expiry) drop() { e.take(math.MaxInt) }
 
 // expire deletes those of keys that are still expired records.
 func (t *tx) expire(keys [][]byte, prefixLen int) (deleted int, err error) {

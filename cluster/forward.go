@@ -304,6 +304,20 @@ func (n *Node) acceptStreams(kind byte, serve func(net.Conn)) {
 	}
 }
 
+// closeOnStop closes c when the node stops, until the returned function is
+// called (when the stream's server is done with it, which closes it too).
+func (n *Node) closeOnStop(c net.Conn) (release func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-n.stop:
+		case <-done:
+		}
+		c.Close()
+	}()
+	return func() { close(done) }
+}
+
 // serveStream reads one node's forwarded proposals in order, queues each in
 // its shard's batcher, and writes each answer as soon as it is known.
 func (n *Node) serveStream(c net.Conn) {

@@ -281,7 +281,7 @@ const kindBeats byte = 'b'
 // again.
 func (b *beats) roundTrip(addr string, p *beatPeer) ([]byte, error) {
 	p.mu.Lock()
-	c := p.conn
+	c, rd := p.conn, p.rd // hangUp may clear them meanwhile (and close c)
 	p.mu.Unlock()
 	if c == nil {
 		var err error
@@ -289,8 +289,9 @@ func (b *beats) roundTrip(addr string, p *beatPeer) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: heartbeats to %s: %v", ErrUnavailable, addr, err)
 		}
+		rd = bufio.NewReader(c)
 		p.mu.Lock()
-		p.conn, p.rd = c, bufio.NewReader(c)
+		p.conn, p.rd = c, rd
 		p.mu.Unlock()
 		select {
 		case <-b.n.stop: // stopped while dialling: run's hang-up may have been before
@@ -302,7 +303,7 @@ func (b *beats) roundTrip(addr string, p *beatPeer) ([]byte, error) {
 	c.SetDeadline(time.Now().Add(b.timeout))
 	_, err := c.Write(p.wbuf)
 	if err == nil {
-		p.rbuf, err = readFrame(p.rd, p.rbuf)
+		p.rbuf, err = readFrame(rd, p.rbuf)
 	}
 	if err != nil {
 		p.hangUp()
@@ -323,15 +324,7 @@ func (p *beatPeer) hangUp() {
 
 // serveBeatStream answers a peer's rounds of heartbeats, one at a time.
 func (n *Node) serveBeatStream(c net.Conn) {
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-n.stop:
-		case <-done:
-		}
-		c.Close()
-	}()
+	defer n.closeOnStop(c)()
 	r := bufio.NewReader(c)
 	w := deadlineWriter{c, 10 * time.Second}
 	var in, out []byte

@@ -139,15 +139,7 @@ func (n *Node) dialPost(peerAddr string) (net.Conn, error) {
 
 // servePostStream runs the handler of each message on c, in order.
 func (n *Node) servePostStream(c net.Conn) {
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-n.stop:
-		case <-done:
-		}
-		c.Close()
-	}()
+	defer n.closeOnStop(c)()
 	r := bufio.NewReaderSize(c, 64<<10)
 	from, err := readFrame(r, nil)
 	if err != nil {
