@@ -18,29 +18,29 @@ import (
 //
 // Expiry is decided by the channel's own clock, so every replica decides
 // the same: a record is expired once the channel's last message time is
-// more than IdemWindow past it. That clock only moves forward (a message's
+// more than idemWindow past it. That clock only moves forward (a message's
 // time is at least the one before), so an expired record stays expired,
 // and an expired record is the same as a missing one: a send whose key
 // has only an expired record commits as a new message and writes a fresh
 // record. Physically removing expired records therefore changes no
 // outcome, whenever and on whichever replica it happens.
 //
-// A sweep per shard, every SweepEvery, scans the shard's records. Those it
+// A sweep per shard, every sweepEvery, scans the shard's records. Those it
 // keeps go into a new set of filter layers; the expired ones are handed to
 // the state machine, which deletes them in the batches of the next entries
 // it applies, checking each again there, on the apply goroutine: a key that
 // a send has reused since the scan is not deleted, and a restored snapshot
 // drops what was handed over.
 
-// IdemWindow is how long a record deduplicates, in channel time: the
+// idemWindow is how long a record deduplicates, in channel time: the
 // promised 24 hours, and an hour for the clocks of the nodes that stamp
 // messages to disagree.
-const IdemWindow = 25 * time.Hour
+const idemWindow = 25 * time.Hour
 
-// SweepEvery is how often each shard sweeps its expired records; the
+// sweepEvery is how often each shard sweeps its expired records; the
 // first sweep comes at a random point within it, so shards do not sweep
 // together.
-var SweepEvery = 6 * time.Hour
+const sweepEvery = 6 * time.Hour
 
 const (
 	sweepChunk  = 4096 // expired keys handed to the state machine at once
@@ -49,7 +49,7 @@ const (
 
 // idemExpired says whether a record stamped recTs is expired in a channel
 // whose clock reads now (both ms since the epoch).
-func idemExpired(recTs, now int64) bool { return recTs < now-IdemWindow.Milliseconds() }
+func idemExpired(recTs, now int64) bool { return recTs < now-idemWindow.Milliseconds() }
 
 // expiry is a machine's queue of expired keys from its sweep.
 type expiry struct {
@@ -135,9 +135,9 @@ func recordChannel(key []byte, prefixLen int) (string, bool) {
 	return string(rest[:i]), true
 }
 
-// sweepLoop sweeps the machine's records every SweepEvery until stop.
+// sweepLoop sweeps the machine's records every sweepEvery until stop.
 func (m *Machine) sweepLoop(stop <-chan struct{}) {
-	t := time.NewTimer(rand.N(SweepEvery))
+	t := time.NewTimer(rand.N(sweepEvery))
 	defer t.Stop()
 	for {
 		select {
@@ -146,7 +146,7 @@ func (m *Machine) sweepLoop(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		m.sweep(stop)
-		t.Reset(SweepEvery)
+		t.Reset(sweepEvery)
 	}
 }
 

@@ -24,7 +24,7 @@ func TestIdempotencyExpires(t *testing.T) {
 	if r := mt.one(send("alice", ch, "k1", t0+24*hour)); !r.Duplicate || r.Seq != first.Seq {
 		t.Fatalf("a resend 24 hours on: %+v", r)
 	}
-	later := t0 + IdemWindow.Milliseconds() + 1
+	later := t0 + idemWindow.Milliseconds() + 1
 	mt.one(send("bob", ch, "other", later)) // moves the channel's clock past the window
 	again := mt.one(send("alice", ch, "k1", t0+hour))
 	if again.Duplicate || again.Seq == first.Seq {
@@ -43,7 +43,7 @@ func TestSweepDeletesExpiredRecords(t *testing.T) {
 	mt := newMachine(t)
 	old, fresh := DM("alice", "bob"), DM("carol", "dave")
 	t0 := int64(1_700_000_000_000)
-	later := t0 + IdemWindow.Milliseconds() + 1
+	later := t0 + idemWindow.Milliseconds() + 1
 	const n = firstLayerKeys + sweepChunk // two filter layers, and more than one hand-over
 	for i := 0; i < n; i += 100 {
 		cmds := make([]Command, 0, 100)
