@@ -92,8 +92,9 @@ type Node struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	formed   atomic.Bool   // the cluster has bootstrapped (or this node joined one)
-	poke     chan struct{} // wakes the bootstrap and placement loops
+	formed   atomic.Bool           // the cluster has bootstrapped (or this node joined one)
+	poke     chan struct{}         // wakes the bootstrap and placement loops
+	states   chan raft.Observation // buffered 1: some shard's raft changed state
 	draining atomic.Bool
 
 	readFn atomic.Pointer[ReadFunc] // runs reads against this node's state
@@ -160,7 +161,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 		key = PeerKey(cfg.PeerSecret)
 	}
 	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
-		stop: make(chan struct{}), poke: make(chan struct{}, 1), handlers: map[string]MessageHandler{},
+		stop: make(chan struct{}), poke: make(chan struct{}, 1), states: make(chan raft.Observation, 1), handlers: map[string]MessageHandler{},
 		links: map[string]*fwdLink{}, posts: map[string]*postLink{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
@@ -297,6 +298,12 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 		trans.Close()
 		return err
 	}
+	// Only a nudge: a full channel drops the observation, and the one
+	// waiting already makes leadsLoop read every shard's state again.
+	r.RegisterObserver(raft.NewObserver(n.states, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.RaftState)
+		return ok
+	}))
 	g := &group{shard: shard, raft: r, trans: bt, fsm: f,
 		batch: newBatcher(r, n.cfg.MaxBatch, n.cfg.Inflight, 5*time.Second)}
 	g.batch.slow = n.slowCommit(shard)
@@ -434,19 +441,27 @@ func (n *Node) leaderPeer(shard int) (string, string, bool) {
 	return meta.Peer, id, true
 }
 
+// leadsRefresh is how often leadsLoop runs without a state change.
+var leadsRefresh = 5 * time.Second
+
 // leadsLoop keeps the gossiped bitmap of led shards current, and wakes the
 // placement loop when this node has become the leader of a shard: a
 // configuration change the old leader handed over (it leaves the shard)
-// is then made at once, not at the next tick.
+// is then made at once, not at the next tick. It runs when a shard's raft
+// changes state (it polled ten times a second before: ten wake-ups a
+// second of an idle node), and every few seconds regardless.
 func (n *Node) leadsLoop() {
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(leadsRefresh)
 	defer tick.Stop()
 	var prev []byte
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-tick.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-n.stop:
+				return
+			case <-n.states:
+			case <-tick.C:
+			}
 		}
 		bits := make([]byte, (len(n.groups)+7)/8)
 		gained := false
@@ -465,8 +480,9 @@ func (n *Node) leadsLoop() {
 }
 
 // Propose commits cmd on its shard and returns the state machine's result:
-// the value itself when this node leads the shard, its JSON ([]byte) when
-// the leader is another node. ErrUnavailable means the outcome is unknown:
+// the value itself when this node leads the shard, its encoding ([]byte:
+// the state machine's own if the result has one, else JSON) when the leader
+// is another node. ErrUnavailable means the outcome is unknown:
 // retry the same command.
 func (n *Node) Propose(ctx context.Context, shard int, cmd []byte) (any, error) {
 	if n.IsLeader(shard) {

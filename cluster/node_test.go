@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,4 +254,25 @@ func TestSlowCommitsReported(t *testing.T) {
 		!strings.Contains(lines[1], "took=500ms commands=2 more_since_last_line=1") {
 		t.Fatalf("logged:\n%s", buf.String())
 	}
+}
+
+// The gossiped bitmap of led shards follows raft's state changes as they
+// happen, not a timer: with the periodic refresh out of the way, a new
+// node's shards still show as led once they elect it.
+func TestLeadsFollowStateChanges(t *testing.T) {
+	defer func(d time.Duration) { leadsRefresh = d }(leadsRefresh)
+	leadsRefresh = time.Hour
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	defer tn.close(t)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		tn.members.mu.Lock()
+		leads := slices.Clone(tn.members.self.Leads)
+		tn.members.mu.Unlock()
+		for shard := range tn.Shards() {
+			if shard/8 >= len(leads) || leads[shard/8]&(1<<(shard%8)) == 0 {
+				return fmt.Errorf("shard %d is not in the gossiped leads %08b", shard, leads)
+			}
+		}
+		return nil
+	})
 }
