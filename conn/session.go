@@ -256,8 +256,10 @@ func (s *Session) writeQueued() {
 
 // ping checks the session's liveness (called by the hub's ping loop): dead
 // after IdleTimeout without a frame or pong, else pinged unless it was
-// heard from within the last PingInterval (a client that sends needs no
-// ping to show it is there).
+// heard from within the last half PingInterval (a client that sends needs
+// no ping to show it is there). Half: a pong to the last ping is a
+// PingInterval old at the next check, so a quiet client is still pinged
+// every PingInterval and has as long as before to answer.
 func (s *Session) ping() {
 	quiet := time.Since(time.Unix(0, s.lastSeen.Load()))
 	if quiet > s.hub.opt.IdleTimeout {
@@ -266,7 +268,7 @@ func (s *Session) ping() {
 		}
 		return
 	}
-	if quiet < s.hub.opt.PingInterval {
+	if quiet < s.hub.opt.PingInterval/2 {
 		return
 	}
 	go func() {
