@@ -65,7 +65,7 @@ func refuseOr(err error) (Result, error) {
 }
 
 func (t *tx) put(key []byte, v any) error {
-	raw, err := encodeRecord(v)
+	raw, err := encodeValue(v)
 	if err != nil {
 		return err
 	}

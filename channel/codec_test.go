@@ -20,28 +20,28 @@ func TestCommandCodec(t *testing.T) {
 		{},
 	}
 	for _, want := range cmds {
-		raw := encodeCommand(nil, &want)
+		raw := encodeCommand(&want)
 		var got Command
-		if err := decodeCommand(raw, &got); err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValue(raw, &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("binary round trip of %+v: %+v, %v", want, got, err)
 		}
 		legacy, _ := json.Marshal(want)
 		got = Command{}
-		if err := decodeCommand(legacy, &got); err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValue(legacy, &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("JSON entry %s: %+v, %v", legacy, got, err)
 		}
 		for i := range len(raw) {
-			if err := decodeCommand(raw[:i], &Command{}); !errors.Is(err, errBadCommand) {
+			if err := decodeValue(raw[:i], &Command{}); !errors.Is(err, errBadEncoding) {
 				t.Fatalf("%+v cut to %d of %d bytes: %v", want, i, len(raw), err)
 			}
 		}
-		if err := decodeCommand(append(raw, 0), &Command{}); !errors.Is(err, errBadCommand) {
+		if err := decodeValue(append(raw, 0), &Command{}); !errors.Is(err, errBadEncoding) {
 			t.Fatalf("%+v with a byte more: %v", want, err)
 		}
 	}
 	// A huge count in a short command is refused before anything is made.
-	bad := []byte{cmdV1, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}
-	if err := decodeCommand(bad, &Command{}); !errors.Is(err, errBadCommand) {
+	bad := []byte{binV1, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}
+	if err := decodeValue(bad, &Command{}); !errors.Is(err, errBadEncoding) {
 		t.Fatalf("a count past the end: %v", err)
 	}
 }
@@ -51,7 +51,7 @@ func TestApplyDecodesBothEncodings(t *testing.T) {
 	mt := newMachine(t)
 	ch := DM("alice", "bob")
 	first, _ := json.Marshal(send("alice", ch, "k1", 100))
-	second := encodeCommand(nil, &Command{Op: opSend, User: "bob", Channel: ch, Body: "hi", Key: "k2", Ts: 200})
+	second := encodeCommand(&Command{Op: opSend, User: "bob", Channel: ch, Body: "hi", Key: "k2", Ts: 200})
 	res := mt.m.Apply(1, [][]byte{first, second, {0x7f}})
 	for i, want := range []uint64{1, 2} {
 		if r := res[i].(Result); r.Err != nil || r.Seq != want {
@@ -80,16 +80,16 @@ func TestResultCodec(t *testing.T) {
 			t.Fatal(err)
 		}
 		var got Result
-		if err := decodeResult(raw, &got); err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValue(raw, &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("binary round trip of %+v: %+v, %v", want, got, err)
 		}
 		legacy, _ := json.Marshal(want)
 		got = Result{}
-		if err := decodeResult(legacy, &got); err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValue(legacy, &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("JSON result %s: %+v, %v", legacy, got, err)
 		}
 		for i := range len(raw) {
-			if err := decodeResult(raw[:i], &Result{}); !errors.Is(err, errBadCommand) {
+			if err := decodeValue(raw[:i], &Result{}); !errors.Is(err, errBadEncoding) {
 				t.Fatalf("%+v cut to %d of %d bytes: %v", want, i, len(raw), err)
 			}
 		}
@@ -106,28 +106,28 @@ func TestRecordCodec(t *testing.T) {
 		&meta{Kind: "dm"},
 	}
 	for _, want := range records {
-		raw, err := encodeRecord(want)
-		if err != nil || raw[0] != recV1 {
+		raw, err := encodeValue(want)
+		if err != nil || raw[0] != binV1 {
 			t.Fatalf("%T: %v, %q", want, err, raw)
 		}
 		got := reflect.New(reflect.TypeOf(want).Elem()).Interface()
-		if err := decodeRecord(raw, got); err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValue(raw, got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("binary round trip of %+v: %+v, %v", want, got, err)
 		}
 		legacy, _ := json.Marshal(want)
 		got = reflect.New(reflect.TypeOf(want).Elem()).Interface()
-		if err := decodeRecord(legacy, got); err != nil || !reflect.DeepEqual(got, want) {
+		if err := decodeValue(legacy, got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("JSON record %s: %+v, %v", legacy, got, err)
 		}
-		for i := 1; i < len(raw); i++ {
+		for i := range len(raw) {
 			got = reflect.New(reflect.TypeOf(want).Elem()).Interface()
-			if err := decodeRecord(raw[:i], got); !errors.Is(err, errBadRecord) {
+			if err := decodeValue(raw[:i], got); !errors.Is(err, errBadEncoding) {
 				t.Fatalf("%T cut to %d of %d bytes: %v", want, i, len(raw), err)
 			}
 		}
 	}
 	// Records of other kinds stay JSON.
-	if raw, _ := encodeRecord(cursor{Delivered: 1, Read: 1}); raw[0] != '{' {
+	if raw, _ := encodeValue(cursor{Delivered: 1, Read: 1}); raw[0] != '{' {
 		t.Fatalf("a cursor record: %q", raw)
 	}
 }

@@ -98,7 +98,8 @@ func (e *expiry) take(max int) [][]byte {
 func (e *expiry) drop() { e.take(math.MaxInt) }
 
 // expire deletes those of keys that are still expired records.
-func (t *tx) expire(keys [][]byte, prefixLen int) (deleted int, err error) {
+func (t *tx) expire(keys [][]byte) (deleted int, err error) {
+	prefixLen := len(t.k.pfx) + 1 // the shard's prefix and the 'k'
 	for _, key := range keys {
 		ch, ok := recordChannel(key, prefixLen)
 		if !ok {
@@ -180,7 +181,7 @@ func (m *Machine) sweep(stop <-chan struct{}) {
 				lastTs[ch] = now
 			}
 			var rec idemRecord
-			if ok && now != 0 && decodeRecord(it.Value(), &rec) == nil && idemExpired(rec.Ts, now) {
+			if ok && now != 0 && decodeValue(it.Value(), &rec) == nil && idemExpired(rec.Ts, now) {
 				expired = append(expired, bytes.Clone(key))
 				continue
 			}

@@ -26,7 +26,6 @@ type Machine struct {
 	st       *store.Store
 	idem     *idemFilter
 	exp      expiry // expired idempotency records to delete
-	kLen     int    // length of the records' key prefix ('k')
 }
 
 var _ cluster.StateMachine = (*Machine)(nil)
@@ -37,7 +36,6 @@ var _ cluster.StateMachine = (*Machine)(nil)
 func NewMachine(shard int, st *store.Store, onCommit func(shard int, evs []Event)) (*Machine, error) {
 	m := &Machine{shard: shard, db: st.DB(), k: newKeys(shard), onCommit: onCommit, metas: newMetaCache(),
 		st: st, idem: newIdemFilter()}
-	m.kLen = len(m.k.make("k"))
 	if err := m.Restored(); err != nil {
 		return nil, err
 	}
@@ -75,7 +73,7 @@ func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 	res := make([]any, len(cmds))
 	for i, raw := range cmds {
 		var c Command
-		if err := decodeCommand(raw, &c); err != nil {
+		if err := decodeValue(raw, &c); err != nil {
 			res[i] = Result{Err: errorf(ErrBadRequest, "undecodable command: %v", err)}
 			continue
 		}
@@ -87,7 +85,7 @@ func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 		}
 		res[i] = r
 	}
-	deleted, err := tx.expire(m.exp.take(expireBatch), m.kLen)
+	deleted, err := tx.expire(m.exp.take(expireBatch))
 	if err != nil {
 		panic(fmt.Sprintf("shard %d apply %d: expiring idempotency records: %v", m.shard, index, err))
 	}
@@ -126,7 +124,7 @@ func getRecord(r pebble.Reader, key []byte, v any) (found bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	return true, decodeRecord(raw, v)
+	return true, decodeValue(raw, v)
 }
 
 // metaCache holds the channel records the state machine read or wrote

@@ -46,7 +46,7 @@ func (mt *machine) apply(cmds ...Command) []Result {
 	mt.t.Helper()
 	raw := make([][]byte, len(cmds))
 	for i := range cmds {
-		raw[i] = encodeCommand(nil, &cmds[i])
+		raw[i] = encodeCommand(&cmds[i])
 	}
 	mt.index++
 	out := mt.m.Apply(mt.index, raw)

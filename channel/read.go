@@ -98,7 +98,7 @@ func (rd reader) history(ch string, after, before uint64, limit int) ([]Message,
 	out := make([]Message, 0, min(limit, 64))
 	decode := func() error {
 		var sm storedMessage
-		if err := decodeRecord(it.Value(), &sm); err != nil {
+		if err := decodeValue(it.Value(), &sm); err != nil {
 			return err
 		}
 		seq := binary.BigEndian.Uint64(it.Key()[len(pfx):])

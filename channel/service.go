@@ -80,7 +80,7 @@ func (s *Service) shardOf(id string) int { return cluster.ShardOf(id, len(s.keys
 
 // propose commits c on shard and returns the state machine's result.
 func (s *Service) propose(ctx context.Context, shard int, c *Command) (Result, error) {
-	v, err := s.r.Propose(ctx, shard, encodeCommand(nil, c))
+	v, err := s.r.Propose(ctx, shard, encodeCommand(c))
 	if err != nil {
 		return Result{}, wrapRouterErr(err)
 	}
@@ -89,7 +89,7 @@ func (s *Service) propose(ctx context.Context, shard int, c *Command) (Result, e
 	case Result:
 		res = v
 	case []byte:
-		if err := decodeResult(v, &res); err != nil {
+		if err := decodeValue(v, &res); err != nil {
 			return Result{}, errorf(ErrInternal, "shard %d result: %v", shard, err)
 		}
 	default:
