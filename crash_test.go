@@ -49,13 +49,14 @@ type proc struct {
 
 const crashSecret = "crash-test-secret-0123456789"
 
-func startProc(t *testing.T, bin, data, httpAddr, peer string) *proc {
+func startProc(t *testing.T, bin, data, httpAddr, peer string, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--data", data, "--http", httpAddr, "--peer", peer, "--node", "n1", "--log-level", "warn",
 		"--gossip", gossipAddrFor(data))
 	cmd.Env = append(os.Environ(), "PARLEY_AUTH_SECRET="+crashSecret, "PARLEY_CLUSTER_SHARDS=8",
 		"PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=100ms", "PARLEY_CLUSTER_ELECTION_TIMEOUT=100ms",
 		"PARLEY_LIMITS_RATE=100000", "PARLEY_LIMITS_BURST=100000")
+	cmd.Env = append(cmd.Env, env...)
 	logf, _ := os.OpenFile(filepath.Join(filepath.Dir(data), "node.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

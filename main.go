@@ -9,6 +9,8 @@
 package main
 
 import (
+	"github.com/parleychat/parley/internal/timerslack"
+
 	"context"
 	"errors"
 	"flag"
@@ -126,7 +128,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Before anything is opened: this may re-execute the program.
+	slackErr := timerslack.Ensure(cfg.Process.TimerSlack.Duration)
 	log := newLogger(cfg.Log, stderr)
+	if slackErr != nil {
+		log.Warn("running with the kernel's timer slack", "err", slackErr)
+	}
 	// Starting opens Pebble, which replays its log and flushes it; on a full
 	// or failing disk that retries for as long as the disk says no. A signal
 	// meanwhile stops the process instead of being swallowed.

@@ -4,6 +4,8 @@
 package config
 
 import (
+	"github.com/parleychat/parley/internal/timerslack"
+
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -36,6 +38,7 @@ type Config struct {
 	Webhook Webhook `toml:"webhook"`
 	Store   Store   `toml:"store"`
 	Debug   Debug   `toml:"debug"`
+	Process Process `toml:"process"`
 
 	// FastGossip shortens memberlist's timers for tests on loopback; it has
 	// no key: production gossip keeps memberlist's LAN defaults.
@@ -45,6 +48,14 @@ type Config struct {
 // Store configures the node's database.
 type Store struct {
 	CacheMB int `toml:"cache_mb"` // Pebble's block cache
+}
+
+// Process configures the node's process.
+type Process struct {
+	// TimerSlack is how late the kernel may wake the process's threads
+	// for an expired timer, so that close wake-ups become one (Linux; 0
+	// keeps the kernel's 50 µs). An idle node is mostly timers.
+	TimerSlack Duration `toml:"timer_slack"`
 }
 
 // Debug configures what the admin's /debug/pprof endpoints can show.
@@ -145,6 +156,7 @@ func Default() Config {
 			IdleTimeout: Duration{30 * time.Second}},
 		Webhook: Webhook{Timeout: Duration{5 * time.Second}},
 		Store:   Store{CacheMB: 128},
+		Process: Process{TimerSlack: Duration{2 * time.Millisecond}},
 	}
 }
 
@@ -294,6 +306,7 @@ func (c *Config) Validate() error {
 		{c.Auth.TokenTTL.Duration > 0, "auth.token_ttl", c.Auth.TokenTTL, "must be positive"},
 		{c.Auth.BcryptCost >= 4 && c.Auth.BcryptCost <= 31, "auth.bcrypt_cost", c.Auth.BcryptCost, "must be 4-31"},
 		{c.Auth.Secret == "" || len(c.Auth.Secret) >= 16, "auth.secret", "(hidden)", "must be at least 16 bytes"},
+		{c.Process.TimerSlack.Duration >= 0 && c.Process.TimerSlack.Duration <= timerslack.Max, "process.timer_slack", c.Process.TimerSlack, "must be 0 (the kernel's default) to " + timerslack.Max.String()},
 		{c.Cluster.Shards >= 1 && c.Cluster.Shards <= 1024, "cluster.shards", c.Cluster.Shards, "must be 1-1024"},
 		{c.Cluster.HeartbeatTimeout.Duration >= 10*time.Millisecond, "cluster.heartbeat_timeout", c.Cluster.HeartbeatTimeout, "must be at least 10ms"},
 		{c.Cluster.ElectionTimeout.Duration >= c.Cluster.HeartbeatTimeout.Duration, "cluster.election_timeout", c.Cluster.ElectionTimeout, "must be at least heartbeat_timeout"},

@@ -83,6 +83,7 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 		{"bad address flag", "", nil, map[string]string{"http": "localhost"}, []string{"http", "localhost"}},
 		{"short secret", "", map[string]string{"PARLEY_AUTH_SECRET": "tinysecret"}, nil, []string{"auth.secret"}},
 		{"tiny cache", "", map[string]string{"PARLEY_STORE_CACHE_MB": "1"}, nil, []string{"store.cache_mb", "1"}},
+		{"huge timer slack", "", map[string]string{"PARLEY_PROCESS_TIMER_SLACK": "1s"}, nil, []string{"process.timer_slack", "1s", "20ms"}},
 		{"bad bool", "", map[string]string{"PARLEY_DEBUG_CONTENTION_PROFILES": "maybe"}, nil, []string{"PARLEY_DEBUG_CONTENTION_PROFILES", "maybe"}},
 	}
 	for _, c := range cases {
