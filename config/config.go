@@ -156,7 +156,7 @@ func Default() Config {
 			IdleTimeout: Duration{30 * time.Second}},
 		Webhook: Webhook{Timeout: Duration{5 * time.Second}},
 		Store:   Store{CacheMB: 128},
-		Process: Process{TimerSlack: Duration{2 * time.Millisecond}},
+		Process: Process{TimerSlack: Duration{5 * time.Millisecond}},
 	}
 }
 

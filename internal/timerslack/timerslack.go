@@ -9,13 +9,13 @@
 // much of each other.
 //
 // Measured on the bench cluster (3 nodes, 64 shards, fresh clusters, the
-// nodes' CPU from /proc, interleaved pairs; see cluster/DESIGN.md), 2 ms
-// against the kernel's 50 µs:
-//   - idle: 4.1-5.2% of a core against 6.4-7.4%;
-//   - DMs at 2,000/s: delivery p50 5.3 and 6.1 ms against 14.4 and 20.5,
-//     p99 54 and 44 ms against 71 and 124; at 1,000/s p50 1.3-1.5 ms
-//     against 2.0-2.5;
-//   - throughput: 14,224 and 15,641 acked/s against 12,886 and 12,677.
+// nodes' CPU from /proc, interleaved runs; see cluster/DESIGN.md):
+//   - idle: 6.4-7.4% of a core with the kernel's 50 µs, 4.1-5.2% with 2 ms,
+//     3.5-4.0% with 5 ms (the default), 3.1-3.5% with 10 ms;
+//   - DMs at 2,000/s, 2 ms against 50 µs: delivery p50 5.3 and 6.1 ms
+//     against 14.4 and 20.5, p99 54 and 44 ms against 71 and 124;
+//     throughput 14,224 and 15,641 acked/s against 12,886 and 12,677;
+//   - 2, 5 and 10 ms: the same under load, within the runs' spread.
 //
 // Only timeouts are late: a thread waiting for the network or a lock wakes
 // when it is ready, whatever the slack. But the Go scheduler also sleeps for
