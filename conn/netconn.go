@@ -76,6 +76,7 @@ type corkConn struct {
 	timeout  time.Duration // 0 until the first cork: no deadline
 	deadline time.Time     // the write deadline set on Conn
 	buf      *[]byte
+	ended    bool // the session is closing: no more frames of its own
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
@@ -92,6 +93,31 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	}
 	*c.buf = append(*c.buf, p...)
 	return len(p), nil
+}
+
+// writeControl writes a whole control frame of the session's own (a
+// ping), gathered with the rest if corked. Once the session is closing
+// (end) it writes nothing, as no frame may follow a close frame.
+func (c *corkConn) writeControl(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return nil
+	}
+	if !c.corked {
+		c.keepDeadlineLocked()
+		_, err := c.Conn.Write(frame)
+		return err
+	}
+	*c.buf = append(*c.buf, frame...)
+	return nil
+}
+
+// end stops writeControl: the session is closing.
+func (c *corkConn) end() {
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
 }
 
 // cork gathers writes until uncork; from now on a write gives up after

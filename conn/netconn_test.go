@@ -53,3 +53,33 @@ func TestCorkConnWriteTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A session's own control frames go out with the burst they were queued
+// in, in order; once the session is closing (end), none does.
+func TestCorkConnControlFrames(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		all, _ := io.ReadAll(b)
+		got <- all
+	}()
+	c := &corkConn{Conn: a}
+	c.cork(time.Second)
+	c.Write([]byte("data"))
+	if err := c.writeControl(pingFrame); err != nil {
+		t.Fatal(err)
+	}
+	c.end()
+	if err := c.writeControl(pingFrame); err != nil {
+		t.Fatalf("a control frame after end: %v, want it dropped quietly", err)
+	}
+	if err := c.uncork(); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if all, want := <-got, append([]byte("data"), pingFrame...); string(all) != string(want) {
+		t.Fatalf("wrote %q, want %q", all, want)
+	}
+}

@@ -120,6 +120,7 @@ func (h *Hub) hello(ws *websocket.Conn) (string, bool) {
 // handles them in order. It returns when the session ends.
 func (s *Session) run() {
 	s.readLoop()
+	s.conn.end()
 	s.hub.unregister(s)
 	s.cancel()
 	s.wg.Wait()
@@ -237,7 +238,16 @@ func (s *Session) writeQueued() {
 		// (half to all of it).
 		s.conn.cork(s.hub.opt.WriteTimeout)
 		for _, f := range frames {
-			if err := s.ws.Write(context.Background(), websocket.MessageText, f.b); err != nil {
+			var err error
+			if f.control {
+				// Straight into the corked connection, in one write: whole
+				// as coder/websocket's own control frames are, and between
+				// two of its data frames, which only this loop writes.
+				err = s.conn.writeControl(f.b)
+			} else {
+				err = s.ws.Write(context.Background(), websocket.MessageText, f.b)
+			}
+			if err != nil {
 				s.conn.uncork()
 				s.ws.CloseNow()
 				return // the queue stays marked busy: nothing more is written
@@ -248,8 +258,10 @@ func (s *Session) writeQueued() {
 			return
 		}
 		for _, f := range frames {
-			s.hub.delivered.Add(1)
-			s.hub.metrics.delivered(f.ts)
+			if !f.control {
+				s.hub.delivered.Add(1)
+				s.hub.metrics.delivered(f.ts)
+			}
 		}
 	}
 }
@@ -271,25 +283,33 @@ func (s *Session) ping() {
 	if quiet < s.hub.opt.PingInterval/2 {
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(s.ctx, s.hub.opt.PingInterval)
-		defer cancel()
-		s.ws.Ping(ctx) // the pong updates lastSeen
-	}()
+	// The ping is queued like any frame and goes out with the next burst.
+	// (coder/websocket's Ping would cost a goroutine, two timers and a map
+	// entry per ping, waiting for the pong, which needs no waiting: the
+	// pong updates lastSeen as it arrives.)
+	s.enqueueFrame(outFrame{b: pingFrame, control: true})
 }
 
-// outFrame is a frame to write; ts, for a message, is its commit time.
+// pingFrame is a WebSocket ping with no payload, as a server sends it
+// (unmasked).
+var pingFrame = []byte{0x89, 0x00}
+
+// outFrame is a frame to write: a text message's payload or, if control,
+// a whole WebSocket control frame; ts, for a message, is its commit time.
 type outFrame struct {
-	b  []byte
-	ts int64
+	b       []byte
+	ts      int64
+	control bool
 }
 
 // enqueue queues a frame without blocking; a session whose queue is full
 // has fallen behind and is closed, so it never slows anyone else.
 func (s *Session) enqueue(frame []byte) { s.enqueueAt(frame, 0) }
 
-func (s *Session) enqueueAt(frame []byte, ts int64) {
-	start, ok := s.out.push(outFrame{frame, ts})
+func (s *Session) enqueueAt(frame []byte, ts int64) { s.enqueueFrame(outFrame{b: frame, ts: ts}) }
+
+func (s *Session) enqueueFrame(f outFrame) {
+	start, ok := s.out.push(f)
 	if !ok {
 		if s.closeWith(CloseSlowConsumer, "too slow: reconnect and sync with history") {
 			s.hub.slowCloses.Add(1)
@@ -307,6 +327,7 @@ func (s *Session) closeWith(code int, reason string) bool {
 	first := false
 	s.closeOnce.Do(func() {
 		first = true
+		s.conn.end() // before the close frame
 		go func() {
 			s.ws.Close(websocket.StatusCode(code), reason)
 			s.cancel()
