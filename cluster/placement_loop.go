@@ -111,6 +111,15 @@ func (n *Node) reconcile(shard int, present []string) {
 			n.change(shard, "demote before removing", id, g.raft.DemoteVoter(s.ID, index, 5*time.Second))
 			return
 		}
+		if s.Suffrage == raft.Nonvoter && n.members.isAlive(id) {
+			// The demotion commits without the demoted node, and once its
+			// removal is appended nothing more reaches it: remove it only
+			// when it has the configuration that makes it a non-voter
+			// (the latest, at index). Until then, the next pass asks again.
+			if applied, ok := n.applied(shard, s); !ok || applied < index {
+				return
+			}
+		}
 		n.change(shard, "remove", id, g.raft.RemoveServer(s.ID, index, 5*time.Second))
 		return
 	}
@@ -140,19 +149,26 @@ func (n *Node) change(shard int, what, id string, f raft.Future) {
 	n.log.Info("shard configuration changed", "shard", shard, "change", what, "node", id)
 }
 
-// caughtUp asks a non-voter how far it has applied.
+// caughtUp reports whether a non-voter has applied nearly all of the log.
 func (n *Node) caughtUp(shard int, s raft.Server) bool {
+	applied, ok := n.applied(shard, s)
+	return ok && applied+catchUpSlack >= n.groups[shard].raft.CommitIndex()
+}
+
+// applied asks a member how far it has applied shard's log (configuration
+// entries included); false if it could not tell.
+func (n *Node) applied(shard int, s raft.Server) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 	defer cancel()
 	out, err := n.call(ctx, string(s.Address), "/progress?shard="+strconv.Itoa(shard), nil)
 	if err != nil {
-		return false
+		return 0, false
 	}
 	var p struct{ Applied uint64 }
 	if json.Unmarshal(out, &p) != nil {
-		return false
+		return 0, false
 	}
-	return p.Applied+catchUpSlack >= n.groups[shard].raft.CommitIndex()
+	return p.Applied, true
 }
 
 // Drain prepares a graceful stop: readiness turns false, leadership of
