@@ -21,6 +21,15 @@ start_cluster() {
 # cluster.sh passes SIGTERM on to its nodes, which drain and exit.
 stop_cluster() { kill -TERM "$cluster" 2>/dev/null || true; wait "$cluster" 2>/dev/null || true; rm -rf "$data"; }
 trap stop_cluster EXIT
+# The suite starts its own cluster on 127.0.0.1-3: one already there (make
+# cluster, an earlier run) would answer instead, or take the ports.
+for host in 127.0.0.1 127.0.0.2 127.0.0.3; do
+  if curl -s -o /dev/null --max-time 2 "http://$host:8080/"; then
+    echo "bench: something already listens on $host:8080 (a running cluster?); stop it first" >&2
+    trap - EXIT
+    exit 1
+  fi
+done
 : > "$out/cluster.log"
 start_cluster
 S=http://127.0.0.1:8080,http://127.0.0.2:8080,http://127.0.0.3:8080
