@@ -32,9 +32,23 @@ func TestTimerSlackEveryThread(t *testing.T) {
 		if len(tasks) < 2 {
 			t.Errorf("timer_slack = %s: the node has %d threads; want the runtime's several", c.setting, len(tasks))
 		}
+		// The kernel names a process after the file it executes, at most
+		// 15 bytes of it: the re-executed node must keep its own name, not
+		// take /proc/self/exe's ("exe"), or top and pkill would not know it.
+		name := filepath.Base(bin)
+		if len(name) > 15 {
+			name = name[:15]
+		}
 		for _, task := range tasks {
 			if got := readSlack(t, task.Name()); got != c.want {
 				t.Errorf("timer_slack = %s: thread %s has a slack of %d ns, want %d", c.setting, task.Name(), got, c.want)
+			}
+			comm, err := os.ReadFile("/proc/" + task.Name() + "/comm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(string(comm)); got != name {
+				t.Errorf("timer_slack = %s: thread %s is named %q, want %q (the binary's name)", c.setting, task.Name(), got, name)
 			}
 		}
 		p.kill()
