@@ -35,16 +35,31 @@ func (c *Client) Send(ctx context.Context, a SendArgs) (Sent, error) {
 	if a.Key == "" {
 		a.Key = NewKey()
 	}
-	frame := map[string]any{"type": "send", "body": a.Body, "key": a.Key}
-	if a.To != "" {
-		frame["to"] = a.To
-	}
-	if a.Channel != "" {
-		frame["channel"] = a.Channel
-	}
+	// A struct, not a map: encoding/json encodes a map's keys sorted, and
+	// this is every message's path.
+	frame := sendFrame{Type: "send", To: a.To, Channel: a.Channel, Body: a.Body, Key: a.Key}
 	var s Sent
-	err := c.retry(ctx, func() error { return c.call(ctx, frame, &s) })
+	err := c.retry(ctx, func() error {
+		raw, err := c.request(ctx, func(ref string) ([]byte, error) {
+			frame.Ref = ref
+			return json.Marshal(&frame)
+		})
+		if err != nil {
+			return err
+		}
+		s = Sent{}
+		return decodeSent(raw, &s)
+	})
 	return s, err
+}
+
+type sendFrame struct {
+	Type    string `json:"type"`
+	Ref     string `json:"ref"`
+	To      string `json:"to,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	Body    string `json:"body"`
+	Key     string `json:"key"`
 }
 
 // retry runs f again while it fails with unavailable, with backoff.

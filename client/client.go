@@ -87,7 +87,7 @@ type Client struct {
 	user    string
 	session string
 	node    string
-	pending map[string]chan json.RawMessage
+	pending map[string]chan reply
 	nextRef uint64
 	lastSeq map[string]uint64 // per channel, the last message event delivered
 	err     error             // why the client stopped
@@ -130,7 +130,7 @@ func Dial(ctx context.Context, base string, opt Options) (*Client, error) {
 	}
 	cctx, stop := context.WithCancel(context.Background())
 	c := &Client{url: WSURL(base), opt: opt, ctx: cctx, stop: stop, up: make(chan struct{}),
-		pending: map[string]chan json.RawMessage{}, lastSeq: map[string]uint64{},
+		pending: map[string]chan reply{}, lastSeq: map[string]uint64{},
 		inbox: newQueue(), events: make(chan Event, opt.EventBuffer), done: make(chan struct{})}
 	ws, err := c.connect(ctx)
 	if err != nil {
@@ -286,16 +286,28 @@ func (c *Client) readLoop(ws *websocket.Conn) error {
 	}
 }
 
+// serverFrame is the fields of any server frame the client routes by.
+type serverFrame struct {
+	Event
+	Ref string `json:"ref"`
+}
+
+// reply is a request's answer: the frame as it came, and whether it is an
+// error frame.
+type reply struct {
+	raw   json.RawMessage
+	isErr bool
+}
+
+var jsonUnmarshal = json.Unmarshal
+
 // frame routes one server frame: a reply to its waiting request, anything
 // else to Events. raw is reused once frame returns.
 func (c *Client) frame(raw []byte, received time.Time) {
 	// One decoding serves both: a reply goes to its request as raw JSON
 	// (its caller decodes its own fields), anything else is an event.
-	var f struct {
-		Event
-		Ref string `json:"ref"`
-	}
-	if json.Unmarshal(raw, &f) != nil {
+	var f serverFrame
+	if decodeFrame(raw, &f) != nil {
 		return
 	}
 	if f.Ref != "" && f.Type != "message" {
@@ -304,7 +316,7 @@ func (c *Client) frame(raw []byte, received time.Time) {
 		delete(c.pending, f.Ref)
 		c.mu.Unlock()
 		if ch != nil {
-			ch <- bytes.Clone(raw)
+			ch <- reply{raw: bytes.Clone(raw), isErr: f.Type == "error"}
 			return
 		}
 	}
@@ -326,13 +338,21 @@ func (c *Client) emit(ev Event) {
 // Request sends a frame (a ref is added) and waits for its reply. An error
 // frame is returned as *Error.
 func (c *Client) Request(ctx context.Context, frame map[string]any) (json.RawMessage, error) {
+	return c.request(ctx, func(ref string) ([]byte, error) {
+		frame["ref"] = ref
+		return json.Marshal(frame)
+	})
+}
+
+// request is Request with the frame encoded by encode, given the ref.
+func (c *Client) request(ctx context.Context, encode func(ref string) ([]byte, error)) (json.RawMessage, error) {
 	c.mu.Lock()
 	ws, up := c.ws, c.up
 	c.nextRef++
 	ref := "r" + strconv.FormatUint(c.nextRef, 10)
-	reply := make(chan json.RawMessage, 1)
+	answer := make(chan reply, 1)
 	if ws != nil {
-		c.pending[ref] = reply
+		c.pending[ref] = answer
 	}
 	c.mu.Unlock()
 	if ws == nil {
@@ -345,25 +365,28 @@ func (c *Client) Request(ctx context.Context, frame map[string]any) (json.RawMes
 			return nil, ErrClosed
 		}
 	}
-	frame["ref"] = ref
-	raw, _ := json.Marshal(frame)
+	raw, err := encode(ref)
+	if err != nil {
+		c.forget(ref)
+		return nil, err
+	}
 	if err := ws.Write(ctx, websocket.MessageText, raw); err != nil {
 		c.forget(ref)
 		return nil, err
 	}
 	select {
-	case r, ok := <-reply:
+	case r, ok := <-answer:
 		if !ok {
 			return nil, &Error{Code: "unavailable", Message: "connection lost: retry"}
 		}
-		var e struct {
-			Type string `json:"type"`
-			Error
+		if r.isErr {
+			var e Error
+			if err := json.Unmarshal(r.raw, &e); err != nil {
+				return nil, fmt.Errorf("an error frame that does not decode: %w", err)
+			}
+			return nil, &e
 		}
-		if json.Unmarshal(r, &e) == nil && e.Type == "error" {
-			return nil, &e.Error
-		}
-		return r, nil
+		return r.raw, nil
 	case <-ctx.Done():
 		c.forget(ref)
 		return nil, ctx.Err()

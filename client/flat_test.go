@@ -1,0 +1,112 @@
+package client
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+var flatSeeds = []string{
+	// The server's frames, as it writes them.
+	`{"type":"message","channel":"dm:alice:bob","seq":42,"from":"alice","body":"hi bob","ts":1795832745624,"key":"k-1"}`,
+	`{"type":"sent","ref":"r7","channel":"dm:alice:bob","seq":42,"ts":1795832745624}`,
+	`{"type":"sent","ref":"r8","channel":"g:team","seq":3,"ts":5,"duplicate":true}`,
+	`{"type":"members","channel":"g:team","added":["carol","dave"],"removed":[]}`,
+	`{"type":"presence","user":"bob","online":false,"last_seen":1795832745}`,
+	`{"type":"receipt","channel":"dm:alice:bob","user":"bob","status":"read","seq":42}`,
+	`{"type":"error","ref":"r9","code":"not_found","message":"no channel g:x"}`,
+	`{"type":"welcome","user":"alice","session":"s1","node":"n1","ref":"r1"}`,
+	// Plain, but not as the server writes them.
+	" {\n\t\"type\" : \"message\" , \"seq\" : 0 ,\"ts\":-12 }\r\n",
+	`{}`,
+	`{"body":"héllo wörld ✓ 😀"}`,
+	`{"type":"message","type":"sent"}`,
+	`{"added":["a"],"added":null}`,
+	`{"added":null,"seq":null,"body":null,"online":null}`,
+	`{"unknown":"x","other":[1,2],"more":{"nested":true},"seq":1}`,
+	`{"extra":[],"nothing":null,"flag":true,"n":-0}`,
+	// What encoding/json decodes differently or refuses: left to it.
+	`{"body":"line one\nline two \"quoted\" \u00e9 \ud83d\ude00"}`,
+	`{"Type":"message","SEQ":4}`,
+	`{"ſeq":4}`,
+	`{"seq":1.5}`,
+	`{"seq":1e3}`,
+	`{"seq":-1}`,
+	`{"seq":18446744073709551616}`,
+	`{"ts":9223372036854775808}`,
+	`{"seq":007}`,
+	`{"seq":"4"}`,
+	`{"body":4}`,
+	`{"online":"yes"}`,
+	`{"added":"carol"}`,
+	`{"added":["carol",null]}`,
+	`{"added":["carol",4]}`,
+	"{\"body\":\"\xff\xfe\"}",
+	"{\"body\":\"tab\there\"}",
+	`{"type":"message"`,
+	`{"type":"message"} trailing`,
+	`{"type":"message",}`,
+	`{"type" "message"}`,
+	`["type","message"]`,
+	`null`,
+	``,
+	`{"a":tru}`,
+	`{"seq":-}`,
+}
+
+// decodeFrame and decodeSent give what json.Unmarshal gives, fast path
+// or not.
+func FuzzFlatMatchesEncodingJSON(f *testing.F) {
+	for _, s := range flatSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var got, want serverFrame
+		gotErr, wantErr := decodeFrame(raw, &got), json.Unmarshal(raw, &want)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Fatalf("%q: decodeFrame error %v, encoding/json error %v", raw, gotErr, wantErr)
+		}
+		if wantErr == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: decodeFrame gives %+v, encoding/json %+v", raw, got, want)
+		}
+		var gotS, wantS Sent
+		gotErr, wantErr = decodeSent(raw, &gotS), json.Unmarshal(raw, &wantS)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Fatalf("%q: decodeSent error %v, encoding/json error %v", raw, gotErr, wantErr)
+		}
+		if wantErr == nil && !reflect.DeepEqual(gotS, wantS) {
+			t.Fatalf("%q: decodeSent gives %+v, encoding/json %+v", raw, gotS, wantS)
+		}
+	})
+}
+
+// The server's own frames take the fast path (were it never taken, the
+// fuzz test above would pass just the same).
+func TestServerFramesTakeTheFastPath(t *testing.T) {
+	for _, s := range flatSeeds[:8] {
+		if !decodeFlat([]byte(s), func([]byte, *flatValue) bool { return true }) {
+			t.Errorf("%s: not decoded by the fast path", s)
+		}
+	}
+	for _, s := range []string{`{"body":"a\nb"}`, `{"seq":1.5}`, `{"m":{"n":1}}`, `{"a":1} x`} {
+		if decodeFlat([]byte(s), func([]byte, *flatValue) bool { return true }) {
+			t.Errorf("%s: taken by the fast path, which should leave it to encoding/json", s)
+		}
+	}
+}
+
+func BenchmarkDecodeFrame(b *testing.B) {
+	raw := []byte(flatSeeds[0])
+	b.Run("flat", func(b *testing.B) {
+		for b.Loop() {
+			var f serverFrame
+			decodeFrame(raw, &f)
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			var f serverFrame
+			json.Unmarshal(raw, &f)
+		}
+	})
+}
