@@ -25,6 +25,7 @@ import (
 type chaosNode struct {
 	name, data, http, gossip, peer string
 	join                           []string
+	env                            []string // after (so over) the defaults
 	p                              *proc
 }
 
@@ -34,6 +35,7 @@ func (n *chaosNode) start(t *testing.T, bin string) {
 	cmd.Env = append(os.Environ(), "PARLEY_AUTH_SECRET="+crashSecret, "PARLEY_CLUSTER_SHARDS=16",
 		"PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=300ms", "PARLEY_CLUSTER_ELECTION_TIMEOUT=300ms",
 		"PARLEY_LIMITS_RATE=100000", "PARLEY_LIMITS_BURST=100000")
+	cmd.Env = append(cmd.Env, n.env...)
 	logf, _ := os.OpenFile(n.data+".log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

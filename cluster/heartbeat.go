@@ -328,16 +328,25 @@ func (n *Node) serveBeatStream(c net.Conn) {
 	r := bufio.NewReader(c)
 	w := deadlineWriter{c, 10 * time.Second}
 	var in, out []byte
+	var from raft.ServerID // the peer, as its heartbeats name it
+	var fromAddr raft.ServerAddress
 	for {
 		var err error
 		if in, err = readFrame(r, in); err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				n.log.Warn("heartbeat stream", "err", err)
 			}
+			select {
+			case <-n.stop:
+			default:
+				// The peer leads shards this node follows: if it is gone,
+				// do not wait for raft's timers (gone.go).
+				go n.peerStreamEnded(from, fromAddr)
+			}
 			return
 		}
 		out = appendFrame(out[:0], func(out []byte) []byte {
-			out, err = n.answerBeats(out, in)
+			out, err = n.answerBeats(out, in, &from, &fromAddr)
 			return out
 		})
 		if err != nil {
@@ -351,8 +360,9 @@ func (n *Node) serveBeatStream(c net.Conn) {
 }
 
 // answerBeats hands each heartbeat of a round to its shard's raft, as the
-// network transport would, and appends raft's answers to out.
-func (n *Node) answerBeats(out, body []byte) ([]byte, error) {
+// network transport would, and appends raft's answers to out. from and
+// fromAddr are set to the sender's id and address, as the heartbeats have them.
+func (n *Node) answerBeats(out, body []byte, from *raft.ServerID, fromAddr *raft.ServerAddress) ([]byte, error) {
 	count, k := binary.Uvarint(body)
 	if k <= 0 || count > uint64(len(n.groups))*4 {
 		return out, errors.New("malformed heartbeats")
@@ -373,6 +383,9 @@ func (n *Node) answerBeats(out, body []byte) ([]byte, error) {
 		req := &raft.AppendEntriesRequest{
 			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersion(version), ID: id, Addr: addr},
 			Term:      term,
+		}
+		if string(id) != string(*from) || string(addr) != string(*fromAddr) {
+			*from, *fromAddr = raft.ServerID(id), raft.ServerAddress(addr)
 		}
 		resp, err := n.groups[shard].beat(req)
 		out = appendBeatResponse(out, resp, err)
