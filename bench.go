@@ -40,6 +40,9 @@ MODE is one of:
   group       one message per 1/--rate seconds to a group of --members, all connected;
               reports when the median and the last member got each message
   conns       open and hold --conns idle sessions; reports server memory per session
+  history     --senders sessions, each first sends --fill messages to its own
+              conversation, then fetches pages of --page messages from it (at
+              random places, a closed loop) for --duration; reports fetch latency
 
 Tokens are minted with the cluster's auth.secret (--secret, PARLEY_AUTH_SECRET,
 or the secret a single node keeps in --data).
@@ -60,6 +63,7 @@ type benchOpts struct {
 	window     int
 	members    int
 	conns      int
+	fill, page int
 	hold       time.Duration
 	procs      int  // load processes for conns (0: as many as the file limit needs)
 	connsFrom  int  // first user index of a child's share
@@ -80,6 +84,8 @@ type benchResult struct {
 	Delivery   *latency       `json:"delivery_ms,omitempty"`
 	LastMember *latency       `json:"last_member_ms,omitempty"`
 	Median     *latency       `json:"median_member_ms,omitempty"`
+	Fetch      *latency       `json:"fetch_ms,omitempty"`
+	Messages   int64          `json:"messages_read,omitempty"`
 	Senders    int            `json:"senders,omitempty"`
 	Window     int            `json:"window,omitempty"`
 	Sessions   int            `json:"sessions,omitempty"`
@@ -171,6 +177,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.window, "window", 16, "sends in flight per sender (throughput)")
 	fs.IntVar(&o.members, "members", 1000, "group members, all connected (group)")
 	fs.IntVar(&o.conns, "conns", 1000, "idle sessions to hold (conns)")
+	fs.IntVar(&o.fill, "fill", 500, "messages each conversation gets before reading (history)")
+	fs.IntVar(&o.page, "page", 50, "messages per history page (history)")
 	fs.DurationVar(&o.hold, "hold", 0, "keep the sessions open this long after measuring, to inspect the server (conns)")
 	fs.IntVar(&o.procs, "procs", 0, "processes holding the sessions (conns; 0: one per 19,000, the file limit)")
 	fs.IntVar(&o.connsFrom, "conns-from", 0, "internal: a child's first user index")
@@ -212,6 +220,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		res, err = benchGroup(ctx, o)
 	case "conns":
 		res, err = benchConns(ctx, o)
+	case "history":
+		res, err = benchHistory(ctx, o)
 	default:
 		return fmt.Errorf("bench: unknown mode %q", mode)
 	}
@@ -235,7 +245,11 @@ func printResult(w io.Writer, r benchResult) {
 	if r.Senders > 0 {
 		fmt.Fprintf(w, " %d senders x %d in flight,", r.Senders, r.Window)
 	}
-	fmt.Fprintf(w, " achieved %.0f/s, acked %d\n", r.Achieved, r.Sent)
+	if r.Fetch != nil {
+		fmt.Fprintf(w, " %.0f pages/s, %d pages\n", r.Achieved, r.Sent)
+	} else {
+		fmt.Fprintf(w, " achieved %.0f/s, acked %d\n", r.Achieved, r.Sent)
+	}
 	if r.Ack != nil {
 		fmt.Fprintf(w, "  ack (send -> sent):          %s\n", r.Ack)
 	}
@@ -245,6 +259,10 @@ func printResult(w io.Writer, r benchResult) {
 	if r.Median != nil {
 		fmt.Fprintf(w, "  median member:               %s\n", r.Median)
 		fmt.Fprintf(w, "  last member:                 %s\n", r.LastMember)
+	}
+	if r.Fetch != nil {
+		fmt.Fprintf(w, "  fetch (request -> page):     %s\n", r.Fetch)
+		fmt.Fprintf(w, "  messages read: %d (and checked: each page as long as asked)\n", r.Messages)
 	}
 	if r.Sessions > 0 {
 		fmt.Fprintf(w, "  sessions held: %d, server memory per session: %.1f KiB\n", r.Sessions, r.PerSession/1024)
@@ -431,6 +449,92 @@ func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
 	elapsed := time.Since(start)
 	return benchResult{Mode: "throughput", Senders: len(clients), Window: max(o.window, 1), Achieved: float64(rec.acked.Load()) / elapsed.Seconds(),
 		Sent: rec.acked.Load(), Errors: rec.errors, Ack: summarize(rec.ack)}, nil
+}
+
+// benchHistory measures reading history: each session fills its own
+// conversation (sender i and i^1 share one), then fetches pages from
+// random places in it, one at a time, until the time is up. Achieved is
+// pages a second; Sent the pages read.
+func benchHistory(ctx context.Context, o benchOpts) (benchResult, error) {
+	n := max(o.senders, 2) / 2 * 2
+	users := userNames("hist", n)
+	clients, err := connectUsers(ctx, o, users, nil)
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer closeAll(clients)
+	if !o.json {
+		fmt.Fprintf(o.out, "filling %d conversations with %d messages each\n", n/2, o.fill)
+	}
+	channels := make([]string, n)
+	var fillErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for i := 0; i < n; i += 2 {
+		for range max(o.window, 1) { // as in throughput: a few sends in flight per session
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for fillErr.Load() == nil {
+					sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					s, err := clients[i].Send(sctx, client.SendArgs{To: users[i+1], Body: "history benchmark message"})
+					cancel()
+					if err != nil {
+						fillErr.CompareAndSwap(nil, &err)
+						return
+					}
+					channels[i], channels[i+1] = s.Channel, s.Channel
+					if s.Seq >= uint64(o.fill) {
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if p := fillErr.Load(); p != nil {
+		return benchResult{}, fmt.Errorf("bench: filling the conversations: %w", *p)
+	}
+	rec := newRecorder()
+	var read atomic.Int64
+	stop := make(chan struct{})
+	go progress(o, rec, stop)
+	defer profileMeasured(o)()
+	start := time.Now()
+	deadline := start.Add(o.duration)
+	page := max(o.page, 1)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				// A page that ends at a random message, as a user scrolling
+				// back; the newest page as often as any other.
+				before := uint64(rand.IntN(o.fill)) + 2
+				t0 := time.Now()
+				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				p, err := c.History(sctx, channels[i], client.HistoryQuery{Before: &before, Limit: page})
+				cancel()
+				if err != nil {
+					rec.fail(err)
+					if errors.Is(err, client.ErrClosed) {
+						return
+					}
+					continue
+				}
+				if want := min(int(before)-1, page); len(p.Messages) != want {
+					rec.fail(&client.Error{Code: "wrong_page", Message: fmt.Sprintf("a page before %d has %d messages, want %d", before, len(p.Messages), want)})
+					continue
+				}
+				read.Add(int64(len(p.Messages)))
+				rec.ackAt(time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	elapsed := time.Since(start)
+	return benchResult{Mode: "history", Senders: n, Window: 1, Achieved: float64(rec.acked.Load()) / elapsed.Seconds(),
+		Sent: rec.acked.Load(), Errors: rec.errors, Fetch: summarize(rec.ack), Messages: read.Load()}, nil
 }
 
 func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {

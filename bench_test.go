@@ -35,6 +35,10 @@ func TestBenchRuns(t *testing.T) {
 			func(r benchResult) bool { return r.Sent > 0 && r.Ack != nil }},
 		{[]string{"--members", "20", "--rate", "5", "--duration", "1s", "group"},
 			func(r benchResult) bool { return r.Sent == 5 && r.LastMember != nil && r.LastMember.N == 5 }},
+		{[]string{"--senders", "4", "--fill", "30", "--page", "10", "--duration", "1s", "history"},
+			func(r benchResult) bool {
+				return r.Sent > 0 && r.Fetch != nil && r.Fetch.N == int(r.Sent) && r.Messages > r.Sent
+			}},
 		{[]string{"--conns", "50", "conns"},
 			func(r benchResult) bool { return r.Sessions == 50 }},
 	}

@@ -51,6 +51,7 @@ done
 run throughput --servers $S --senders 64 --window 16 --duration 20s throughput
 run group-1000 --servers $S --members 1000 --rate 1 --duration 20s group
 run group-5000 --servers $S --members 5000 --rate 1 --duration 20s group
+run history --servers $S --senders 64 --fill 500 --duration 15s history
 # Session memory on a fresh cluster: the runs before grew the nodes' heaps,
 # and RSS growth on top of that understates what a session costs.
 stop_cluster

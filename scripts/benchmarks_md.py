@@ -75,6 +75,12 @@ for m in (1000, 5000):
     if r:
         lm, md = r.get("last_member_ms"), r.get("median_member_ms")
         print(f"| {m} | {lat(md)} | {lat(md,'p99')} | {lat(lm)} | {lat(lm,'p99')} | {lat(lm,'max')} |")
+hist = load("history")
+if hist:
+    f = hist.get("fetch_ms")
+    print("\n## History reads\n")
+    print(f"{hist.get('senders', 64)} sessions, each with its own conversation of 500 messages, fetch pages of 50 at random places, one at a time (on the cluster the runs above filled).\n")
+    print(f"{hist['achieved_per_s']:.0f} pages/s ({hist.get('messages_read', 0)/max(hist['acked'], 1):.0f} messages a page on average); fetch p50 {lat(f)} ms, p99 {lat(f,'p99')} ms, max {lat(f,'max')} ms; errors: {errors(hist)}.")
 if conns:
     print(f"\n## Idle sessions\n\n{conns.get('sessions', 0)} sessions held by one node of a fresh cluster: {conns.get('server_bytes_per_session', 0)/1024:.1f} KiB of server memory each (RSS growth / sessions); errors: {errors(conns)}.\n")
 if idle:
@@ -87,6 +93,6 @@ if fo:
     print(f"Sends to its shards wait, the client retrying with the same key, until a new leader commits them.")
     print(f"Longest ack: {a['max']/1000:.2f} s (p99.9 {a['p99.9']:.0f} ms, p99 {a['p99']:.0f} ms); {fo['acked']} acknowledged, errors: {errors(fo)}.\n")
 print("## Commands\n")
-for name in [f"dm-{r}" for r in rates] + ["throughput", "group-1000", "group-5000", "conns", "failover"]:
+for name in [f"dm-{r}" for r in rates] + ["throughput", "group-1000", "group-5000", "history", "conns", "failover"]:
     if cmd(name):
         print(f"    {cmd(name)}")
