@@ -56,7 +56,12 @@ func (n *Node) peerStreamEnded(id raft.ServerID, addr raft.ServerAddress) {
 			continue
 		}
 		time.AfterFunc(goneRetry, func() {
+			// Still the gone leader, or none (this node campaigned on
+			// its own timer meanwhile, and a newer vote request turned
+			// it back into a follower with no leader).
 			if _, self, ok := g.survivorsOf(id, local); ok {
+				n.campaign(g, id, self)
+			} else if _, self, ok := g.survivorsOf("", local); ok {
 				n.campaign(g, id, self)
 			}
 		})
