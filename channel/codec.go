@@ -163,6 +163,34 @@ func (m *storedMessage) decodeFields(d *decoder) {
 	m.From, m.Body, m.Ts, m.Key = d.str(), d.str(), d.varint(), d.str()
 }
 
+// A history page, the reply a leader sends for a history read: its
+// messages were stored binary, and decoding them from JSON on the
+// session's node was ~45% of a node's CPU under history reads.
+func (p historyPage) appendFields(b []byte) []byte {
+	b = binary.AppendUvarint(b, p.LastSeq)
+	b = appendBool(b, p.Exists)
+	b = binary.AppendUvarint(b, uint64(len(p.Messages)))
+	for _, m := range p.Messages {
+		b = appendStr(b, m.Channel)
+		b = binary.AppendUvarint(b, m.Seq)
+		b = storedMessage{From: m.From, Body: m.Body, Ts: m.Ts, Key: m.Key}.appendFields(b)
+	}
+	return b
+}
+
+func (p *historyPage) decodeFields(d *decoder) {
+	p.LastSeq = d.uvarint()
+	p.Exists = d.byte() == 1
+	p.Messages = make([]Message, d.count())
+	for i := range p.Messages {
+		m := &p.Messages[i]
+		m.Channel, m.Seq = d.str(), d.uvarint()
+		var sm storedMessage
+		sm.decodeFields(d)
+		m.From, m.Body, m.Ts, m.Key = sm.From, sm.Body, sm.Ts, sm.Key
+	}
+}
+
 func (m meta) appendFields(b []byte) []byte {
 	b = appendStr(b, m.Kind)
 	b = appendStr(b, m.Name)

@@ -131,3 +131,34 @@ func TestRecordCodec(t *testing.T) {
 		t.Fatalf("a cursor record: %q", raw)
 	}
 }
+
+// A history page, the binary reply of a history read, comes back as it
+// went; a cut or padded one is refused.
+func TestHistoryPageCodec(t *testing.T) {
+	ch := DM("alice", "bob")
+	pages := []historyPage{
+		{Messages: []Message{}},
+		{LastSeq: 1 << 40, Exists: true, Messages: []Message{
+			{Channel: ch, Seq: 1, From: "alice", Body: "héllo\x00\n\"there\"", Ts: 1_700_000_000_123, Key: "k-1"},
+			{Channel: ch, Seq: 1 << 40, From: "bob", Body: "", Ts: -1},
+		}},
+	}
+	for _, want := range pages {
+		raw, _ := encodeValue(want)
+		if raw[0] != binV1 {
+			t.Fatalf("a history page is not encoded binary: %q", raw)
+		}
+		var got historyPage
+		if err := decodeValue(raw, &got); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("round trip of %+v: %+v, %v", want, got, err)
+		}
+		for i := range len(raw) {
+			if err := decodeValue(raw[:i], &historyPage{}); !errors.Is(err, errBadEncoding) {
+				t.Fatalf("%+v cut to %d of %d bytes: %v", want, i, len(raw), err)
+			}
+		}
+		if err := decodeValue(append(raw, 0), &historyPage{}); !errors.Is(err, errBadEncoding) {
+			t.Fatalf("%+v with a byte more: %v", want, err)
+		}
+	}
+}

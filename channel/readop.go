@@ -56,6 +56,11 @@ func (s *Service) ExecRead(shard int, raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a, ok := v.(binaryAppender); ok {
+		// A binary value is the whole reply: it starts with binV1, not
+		// the JSON envelope's '{'.
+		return a.appendFields([]byte{binV1}), nil
+	}
 	val, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
@@ -117,6 +122,15 @@ func (s *Service) readWith(ctx context.Context, via func(context.Context, int, [
 	resp, err := via(ctx, shard, raw)
 	if err != nil {
 		return wrapRouterErr(err)
+	}
+	if len(resp) > 0 && resp[0] == binV1 {
+		if out == nil {
+			return nil
+		}
+		if err := decodeValue(resp, out); err != nil {
+			return errorf(ErrInternal, "shard %d read reply: %v", shard, err)
+		}
+		return nil
 	}
 	var rep readReply
 	if err := json.Unmarshal(resp, &rep); err != nil {
