@@ -13,7 +13,8 @@ import (
 //   - the result a leader sends back to a proposer on another node
 //     (cluster's forwarding stream takes any result that can append itself);
 //   - the records every send writes: the message, its idempotency record and
-//     the channel's meta.
+//     the channel's meta;
+//   - a history page, a history read's reply from the shard's leader.
 //
 // A binary value is its version byte, then its fields in order. Strings and
 // byte slices are uvarint-prefixed, lists a uvarint count and their items,
