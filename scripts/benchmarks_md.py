@@ -29,10 +29,11 @@ print("tool on the same machine and the same cores. Rerun it to reproduce the ta
 print("your box. The cluster runs with the default configuration except a raised")
 print("per-user rate limit (the throughput run's senders each send hundreds a second).")
 print("On a shared two-core VM the loaded results vary a lot between runs (the load")
-print("tool and three nodes compete for the same cores): over fourteen runs on five days, DM p99 at")
-print("2,000/s ranged 31-158 ms and the 5,000-member group's p99 85-126 ms. The failover took")
-print("2.1-3.0 s while it waited for Raft's heartbeat timeout; since the survivors campaign as")
-print("soon as the killed node's port refuses, 0.02-0.35 s (the step below, and by hand).\n")
+print("tool and three nodes compete for the same cores): over fifteen runs on five days, DM p99 at")
+print("2,000/s ranged 15-158 ms and the 5,000-member group's p99 77-126 ms; since the timer slack (four")
+print("runs) the idle cluster took 4.3-5.9% of a core (3.7-4.7% in ten 40 s runs by hand). The failover took 2.1-3.0 s while")
+print("it waited for Raft's heartbeat timeout; since the survivors campaign as soon as the killed")
+print("node's port refuses, 0.02-0.35 s (the step below, and by hand).\n")
 print(f"Machine: {cores} cores, {mem} memory, {disk} disk, {platform.platform()}.\n")
 
 # The issue's targets, and where this run stands.
