@@ -38,6 +38,9 @@ import (
 // round trip and an fsync.
 const goneRetry = 300 * time.Millisecond
 
+// goneOnce is how long a peer found gone is not acted on again.
+const goneOnce = 5 * time.Second
+
 // peerStreamEnded is called when a heartbeat stream from the node with raft
 // id and peer address addr ended. If the node is gone, this node campaigns
 // for the shards it led.
@@ -45,6 +48,18 @@ func (n *Node) peerStreamEnded(id raft.ServerID, addr raft.ServerAddress) {
 	if id == "" || !n.peerGone(addr) {
 		return
 	}
+	// Once per death: two streams from it may end, and a second
+	// TimeoutNow reaching the new leader would depose it.
+	n.goneMu.Lock()
+	if at, ok := n.goneAt[addr]; ok && time.Since(at) < goneOnce {
+		n.goneMu.Unlock()
+		return
+	}
+	if n.goneAt == nil {
+		n.goneAt = map[raft.ServerAddress]time.Time{}
+	}
+	n.goneAt[addr] = time.Now()
+	n.goneMu.Unlock()
 	local := raft.ServerID(n.cfg.NodeID)
 	for _, g := range n.groups {
 		survivors, self, ok := g.survivorsOf(id, local)
@@ -52,7 +67,7 @@ func (n *Node) peerStreamEnded(id raft.ServerID, addr raft.ServerAddress) {
 			continue
 		}
 		if survivors[0] == local {
-			n.campaign(g, id, self)
+			go n.campaign(g, id, self) // a round trip each: not one after another
 			continue
 		}
 		time.AfterFunc(goneRetry, func() {
@@ -69,10 +84,12 @@ func (n *Node) peerStreamEnded(id raft.ServerID, addr raft.ServerAddress) {
 }
 
 // peerGone probes a peer's port: true if nothing listens there. A node
-// being killed closes its connections and its listener together, so a dial
-// that races the exit and connects is tried again.
+// being killed closes its connections before its listener is gone, so a
+// probe racing the exit may connect and then be reset mid-handshake: any
+// answer but a refusal or a completed handshake is asked again. A
+// completed handshake means the node is alive.
 func (n *Node) peerGone(addr raft.ServerAddress) bool {
-	for range 3 {
+	for range 10 {
 		select {
 		case <-n.stop:
 			return false
@@ -81,10 +98,12 @@ func (n *Node) peerGone(addr raft.ServerAddress) bool {
 		c, err := n.mux.Layer(kindBeats, 0).Dial(addr, 250*time.Millisecond)
 		if err == nil {
 			c.Close()
-			time.Sleep(20 * time.Millisecond) // the listener may not be closed yet
-			continue
+			return false
 		}
-		return errors.Is(err, syscall.ECONNREFUSED)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return false
 }

@@ -112,6 +112,9 @@ type Node struct {
 
 	slowLogged atomic.Int64 // when the last slow commit was logged (unix ns)
 	slowMuted  atomic.Int64 // slow commits not logged since
+
+	goneMu sync.Mutex
+	goneAt map[raft.ServerAddress]time.Time // peers found gone, and when (gone.go)
 }
 
 type group struct {
