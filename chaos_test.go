@@ -70,6 +70,22 @@ func status(addr string) (map[string]any, error) {
 	return out, json.NewDecoder(resp.Body).Decode(&out)
 }
 
+// startChaosCluster starts three nodes on 127.0.0.1-3 with their data
+// under dir; env is added to (and overrides) each node's defaults.
+func startChaosCluster(t *testing.T, bin, dir string, env ...string) []*chaosNode {
+	var nodes []*chaosNode
+	for i := range 3 {
+		host := fmt.Sprintf("127.0.0.%d", i+1)
+		nodes = append(nodes, &chaosNode{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			http: freePortOn(t, host), gossip: freePortOn(t, host), peer: freePortOn(t, host), env: env})
+	}
+	for _, n := range nodes {
+		n.join = []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}
+		n.start(t, bin)
+	}
+	return nodes
+}
+
 // leaderOfMost returns the index of the node leading the most shards.
 func leaderOfMost(nodes []*chaosNode) int {
 	st, err := status(nodes[0].http)
@@ -107,16 +123,7 @@ func TestChaos(t *testing.T) {
 	if d := os.Getenv("PARLEY_CHAOS_DUMP"); d != "" {
 		dir = d
 	}
-	var nodes []*chaosNode
-	for i := range 3 {
-		host := fmt.Sprintf("127.0.0.%d", i+1)
-		nodes = append(nodes, &chaosNode{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			http: freePortOn(t, host), gossip: freePortOn(t, host), peer: freePortOn(t, host)})
-	}
-	for _, n := range nodes {
-		n.join = []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}
-		n.start(t, bin)
-	}
+	nodes := startChaosCluster(t, bin, dir)
 	defer func() {
 		for _, n := range nodes {
 			n.stop(syscall.SIGKILL)

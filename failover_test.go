@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"syscall"
 	"testing"
@@ -19,19 +18,8 @@ import (
 // through raft's own timeout.
 func TestKilledLeaderIsReplacedAtOnce(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	var nodes []*chaosNode
-	for i := range 3 {
-		host := fmt.Sprintf("127.0.0.%d", i+1)
-		nodes = append(nodes, &chaosNode{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			http: freePortOn(t, host), gossip: freePortOn(t, host), peer: freePortOn(t, host),
-			// raft's own timers at the defaults: they would take a second or more.
-			env: []string{"PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=1s", "PARLEY_CLUSTER_ELECTION_TIMEOUT=1s"}})
-	}
-	for _, n := range nodes {
-		n.join = []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}
-		n.start(t, bin)
-	}
+	// raft's own timers at the defaults: they would take a second or more.
+	nodes := startChaosCluster(t, bin, t.TempDir(), "PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=1s", "PARLEY_CLUSTER_ELECTION_TIMEOUT=1s")
 	defer func() {
 		for _, n := range nodes {
 			n.stop(syscall.SIGKILL)

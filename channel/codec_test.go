@@ -30,14 +30,7 @@ func TestCommandCodec(t *testing.T) {
 		if err := decodeValue(legacy, &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("JSON entry %s: %+v, %v", legacy, got, err)
 		}
-		for i := range len(raw) {
-			if err := decodeValue(raw[:i], &Command{}); !errors.Is(err, errBadEncoding) {
-				t.Fatalf("%+v cut to %d of %d bytes: %v", want, i, len(raw), err)
-			}
-		}
-		if err := decodeValue(append(raw, 0), &Command{}); !errors.Is(err, errBadEncoding) {
-			t.Fatalf("%+v with a byte more: %v", want, err)
-		}
+		refusesCutAndPadded(t, raw, func() any { return &Command{} })
 	}
 	// A huge count in a short command is refused before anything is made.
 	bad := []byte{binV1, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}
@@ -88,11 +81,7 @@ func TestResultCodec(t *testing.T) {
 		if err := decodeValue(legacy, &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("JSON result %s: %+v, %v", legacy, got, err)
 		}
-		for i := range len(raw) {
-			if err := decodeValue(raw[:i], &Result{}); !errors.Is(err, errBadEncoding) {
-				t.Fatalf("%+v cut to %d of %d bytes: %v", want, i, len(raw), err)
-			}
-		}
+		refusesCutAndPadded(t, raw, func() any { return &Result{} })
 	}
 }
 
@@ -119,12 +108,7 @@ func TestRecordCodec(t *testing.T) {
 		if err := decodeValue(legacy, got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("JSON record %s: %+v, %v", legacy, got, err)
 		}
-		for i := range len(raw) {
-			got = reflect.New(reflect.TypeOf(want).Elem()).Interface()
-			if err := decodeValue(raw[:i], got); !errors.Is(err, errBadEncoding) {
-				t.Fatalf("%T cut to %d of %d bytes: %v", want, i, len(raw), err)
-			}
-		}
+		refusesCutAndPadded(t, raw, func() any { return reflect.New(reflect.TypeOf(want).Elem()).Interface() })
 	}
 	// Records of other kinds stay JSON.
 	if raw, _ := encodeValue(cursor{Delivered: 1, Read: 1}); raw[0] != '{' {
@@ -152,13 +136,21 @@ func TestHistoryPageCodec(t *testing.T) {
 		if err := decodeValue(raw, &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("round trip of %+v: %+v, %v", want, got, err)
 		}
-		for i := range len(raw) {
-			if err := decodeValue(raw[:i], &historyPage{}); !errors.Is(err, errBadEncoding) {
-				t.Fatalf("%+v cut to %d of %d bytes: %v", want, i, len(raw), err)
-			}
+		refusesCutAndPadded(t, raw, func() any { return &historyPage{} })
+	}
+}
+
+// refusesCutAndPadded checks that raw cut at any length, or with a byte
+// more, is refused as malformed, never misread; fresh makes the value to
+// decode into.
+func refusesCutAndPadded(t *testing.T, raw []byte, fresh func() any) {
+	t.Helper()
+	for i := range len(raw) {
+		if err := decodeValue(raw[:i], fresh()); !errors.Is(err, errBadEncoding) {
+			t.Fatalf("%T cut to %d of %d bytes: %v", fresh(), i, len(raw), err)
 		}
-		if err := decodeValue(append(raw, 0), &historyPage{}); !errors.Is(err, errBadEncoding) {
-			t.Fatalf("%+v with a byte more: %v", want, err)
-		}
+	}
+	if err := decodeValue(append(raw[:len(raw):len(raw)], 0), fresh()); !errors.Is(err, errBadEncoding) {
+		t.Fatalf("%T with a byte more: %v", fresh(), err)
 	}
 }
