@@ -184,51 +184,45 @@ func stringArray(raw []byte, i int, v *flatValue) (int, bool) {
 // give up where encoding/json would fail or do something else. Like
 // encoding/json, null leaves a field as it was, but a slice nil.
 
+// takes reports whether a field that holds values of the given kinds
+// takes v (take), and whether encoding/json would accept it (ok): null is
+// accepted and taken by none.
+func (v *flatValue) takes(kinds string) (take, ok bool) {
+	if v.kind == 'n' {
+		return false, true
+	}
+	take = strings.IndexByte(kinds, v.kind) >= 0
+	return take, take
+}
+
 func (v *flatValue) setString(p *string) bool {
-	if v.kind == 'n' {
-		return true
+	take, ok := v.takes(`"`)
+	if take {
+		*p = string(v.raw)
 	}
-	if v.kind != '"' {
-		return false
-	}
-	*p = string(v.raw)
-	return true
-}
-
-func (v *flatValue) setUint(p *uint64) bool {
-	if v.kind == 'n' {
-		return true
-	}
-	if v.kind != '0' {
-		return false
-	}
-	n, err := strconv.ParseUint(string(v.raw), 10, 64)
-	*p = n
-	return err == nil
-}
-
-func (v *flatValue) setInt(p *int64) bool {
-	if v.kind == 'n' {
-		return true
-	}
-	if v.kind != '0' {
-		return false
-	}
-	n, err := strconv.ParseInt(string(v.raw), 10, 64)
-	*p = n
-	return err == nil
+	return ok
 }
 
 func (v *flatValue) setBool(p *bool) bool {
-	if v.kind == 'n' {
-		return true
+	take, ok := v.takes("tf")
+	if take {
+		*p = v.kind == 't'
 	}
-	if v.kind != 't' && v.kind != 'f' {
-		return false
-	}
-	*p = v.kind == 't'
-	return true
+	return ok
 }
+
+func setNumber[T int64 | uint64](v *flatValue, p *T, parse func(string) (T, error)) bool {
+	take, ok := v.takes("0")
+	if !take {
+		return ok
+	}
+	n, err := parse(string(v.raw))
+	*p = n
+	return err == nil
+}
+
+func parseUint(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) }
+func parseInt(s string) (int64, error)   { return strconv.ParseInt(s, 10, 64) }
 
 func (v *flatValue) setStrings(p *[]string) bool {
 	if v.kind == 'n' {
@@ -270,13 +264,13 @@ func decodeFrame(raw []byte, f *serverFrame) error {
 		case "channel":
 			return v.setString(&f.Channel)
 		case "seq":
-			return v.setUint(&f.Seq)
+			return setNumber(v, &f.Seq, parseUint)
 		case "from":
 			return v.setString(&f.From)
 		case "body":
 			return v.setString(&f.Body)
 		case "ts":
-			return v.setInt(&f.Ts)
+			return setNumber(v, &f.Ts, parseInt)
 		case "key":
 			return v.setString(&f.Key)
 		case "user":
@@ -290,7 +284,7 @@ func decodeFrame(raw []byte, f *serverFrame) error {
 		case "online":
 			return v.setBool(&f.Online)
 		case "last_seen":
-			return v.setInt(&f.LastSeen)
+			return setNumber(v, &f.LastSeen, parseInt)
 		case "ref":
 			return v.setString(&f.Ref)
 		}
@@ -312,9 +306,9 @@ func decodeSent(raw []byte, s *Sent) error {
 		case "channel":
 			return v.setString(&s.Channel)
 		case "seq":
-			return v.setUint(&s.Seq)
+			return setNumber(v, &s.Seq, parseUint)
 		case "ts":
-			return v.setInt(&s.Ts)
+			return setNumber(v, &s.Ts, parseInt)
 		case "duplicate":
 			return v.setBool(&s.Duplicate)
 		}
