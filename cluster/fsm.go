@@ -71,17 +71,19 @@ type fsm struct {
 	shard int
 	sm    StateMachine
 	st    *store.Store
+	busy  func() // told of every entry applied
 
 	mu      sync.Mutex    // guards applied and advance
 	applied uint64        // highest index handed to Apply or seen as applied
 	advance chan struct{} // closed and replaced whenever applied grows
 }
 
-func newFSM(shard int, sm StateMachine, st *store.Store) *fsm {
-	return &fsm{shard: shard, sm: sm, st: st, applied: sm.Applied(), advance: make(chan struct{})}
+func newFSM(shard int, sm StateMachine, st *store.Store, busy func()) *fsm {
+	return &fsm{shard: shard, sm: sm, st: st, busy: busy, applied: sm.Applied(), advance: make(chan struct{})}
 }
 
 func (f *fsm) Apply(l *raft.Log) any {
+	f.busy()
 	if l.Index <= f.sm.Applied() {
 		f.setApplied(l.Index)
 		return nil

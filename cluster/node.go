@@ -51,6 +51,10 @@ type Config struct {
 	// SnapshotThreshold and TrailingLogs are raft's; 0 keeps raft's defaults.
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+
+	// Busy, if set, is called for every entry applied and every read: the
+	// node has work (see internal/idleprocs).
+	Busy func()
 }
 
 // DefaultConfig holds the timers tuned for many idle groups: the leader's
@@ -286,7 +290,7 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 		Logger:  newHclog(n.log.With("sys", "raft-net", "shard", shard), "raft-net"),
 	})
 	bt := &beatTransport{NetworkTransport: trans, beats: n.beats, shard: shard}
-	f := newFSM(shard, sm, n.st)
+	f := newFSM(shard, sm, n.st, n.busy)
 	// raft reads each entry back just after storing it: the leader to send
 	// it to followers, a follower to apply it. The cache of recent entries
 	// answers those without a Pebble lookup (3.7% of the nodes' CPU at
@@ -409,6 +413,13 @@ func (n *Node) GossipAddr() string { return n.members.Addr() }
 
 // ID is this node's name.
 func (n *Node) ID() string { return n.cfg.NodeID }
+
+// busy tells the configured Busy hook that the node has work.
+func (n *Node) busy() {
+	if n.cfg.Busy != nil {
+		n.cfg.Busy()
+	}
+}
 
 // Shards is the cluster's fixed shard count.
 func (n *Node) Shards() int { return n.cfg.Shards }
@@ -571,6 +582,7 @@ func (n *Node) readLocal(ctx context.Context, shard int, op []byte) ([]byte, err
 // entry committed before the call.
 func (n *Node) Linearize(ctx context.Context, shard int) error {
 	g := n.groups[shard]
+	n.busy()
 	commit := g.raft.CommitIndex()
 	done := n.beats.verifying(shard)
 	err := g.raft.VerifyLeader().Error()

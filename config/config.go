@@ -56,6 +56,10 @@ type Process struct {
 	// for an expired timer, so that close wake-ups become one (Linux; 0
 	// keeps the kernel's 50 µs). An idle node is mostly timers.
 	TimerSlack Duration `toml:"timer_slack"`
+	// IdleAfter is how long the node goes without a client frame, a
+	// committed entry or a read before it runs on one CPU thread
+	// (GOMAXPROCS 1) until the next one; 0 keeps all of them.
+	IdleAfter Duration `toml:"idle_after"`
 }
 
 // Debug configures what the admin's /debug/pprof endpoints can show.
@@ -156,7 +160,7 @@ func Default() Config {
 			IdleTimeout: Duration{30 * time.Second}},
 		Webhook: Webhook{Timeout: Duration{5 * time.Second}},
 		Store:   Store{CacheMB: 128},
-		Process: Process{TimerSlack: Duration{5 * time.Millisecond}},
+		Process: Process{TimerSlack: Duration{5 * time.Millisecond}, IdleAfter: Duration{10 * time.Second}},
 	}
 }
 
@@ -307,6 +311,7 @@ func (c *Config) Validate() error {
 		{c.Auth.BcryptCost >= 4 && c.Auth.BcryptCost <= 31, "auth.bcrypt_cost", c.Auth.BcryptCost, "must be 4-31"},
 		{c.Auth.Secret == "" || len(c.Auth.Secret) >= 16, "auth.secret", "(hidden)", "must be at least 16 bytes"},
 		{c.Process.TimerSlack.Duration >= 0 && c.Process.TimerSlack.Duration <= timerslack.Max, "process.timer_slack", c.Process.TimerSlack, "must be 0 (the kernel's default) to " + timerslack.Max.String()},
+		{c.Process.IdleAfter.Duration == 0 || c.Process.IdleAfter.Duration >= time.Second, "process.idle_after", c.Process.IdleAfter, "must be 0 (never) or at least 1s"},
 		{c.Cluster.Shards >= 1 && c.Cluster.Shards <= 1024, "cluster.shards", c.Cluster.Shards, "must be 1-1024"},
 		{c.Cluster.HeartbeatTimeout.Duration >= 10*time.Millisecond, "cluster.heartbeat_timeout", c.Cluster.HeartbeatTimeout, "must be at least 10ms"},
 		{c.Cluster.ElectionTimeout.Duration >= c.Cluster.HeartbeatTimeout.Duration, "cluster.election_timeout", c.Cluster.ElectionTimeout, "must be at least heartbeat_timeout"},

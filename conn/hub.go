@@ -29,6 +29,10 @@ type Options struct {
 	IdleTimeout     time.Duration // a session with no frame or pong for this long is dead
 	PingInterval    time.Duration
 	WriteTimeout    time.Duration
+
+	// Busy, if set, is called for every frame a session reads and every
+	// burst it writes: the node has work (see internal/idleprocs).
+	Busy func()
 }
 
 // DefaultOptions are PROTOCOL.md's timers and modest limits.
@@ -109,6 +113,13 @@ func NewHub(svc *channel.Service, issuer *auth.Issuer, opt Options, log *slog.Lo
 		h.pingLoop()
 	}()
 	return h
+}
+
+// busy tells the configured Busy hook that the node has work.
+func (h *Hub) busy() {
+	if h.opt.Busy != nil {
+		h.opt.Busy()
+	}
 }
 
 // OnCommit takes a committed entry's events from the state machine. Only

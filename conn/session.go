@@ -139,6 +139,7 @@ func (s *Session) readLoop() {
 			return
 		}
 		s.lastSeen.Store(time.Now().UnixNano())
+		s.hub.busy()
 		if typ != websocket.MessageText {
 			s.replyError("", badRequest("binary frames are not supported: send JSON text frames"))
 			continue
@@ -233,6 +234,7 @@ func (s *Session) writeQueued() {
 		if frames == nil {
 			return
 		}
+		s.hub.busy()
 		// The frames go into the corked connection (no syscall, no timer
 		// each) and out in one write, which gives up after WriteTimeout
 		// (half to all of it).

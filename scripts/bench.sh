@@ -39,8 +39,9 @@ run() { # name, args...
   "$bin" bench --json "$@" > "$out/$name.json"
   echo "parley bench $*" > "$out/$name.cmd"
 }
-# Idle CPU first, on a cluster that has done nothing.
-sleep 10
+# Idle CPU first, on a cluster that has done nothing, once it has settled
+# (process.idle_after, 10 s, puts an idle node on one thread).
+sleep 15
 pids=$(pgrep -f "parley serve --node n" | tr '\n' ' ')
 ticks() { for p in $pids; do awk '{print $14+$15}' /proc/$p/stat; done | paste -sd+ | bc; }
 t0=$(ticks); sleep 60; t1=$(ticks)

@@ -87,7 +87,7 @@ if hist:
 if conns:
     print(f"\n## Idle sessions\n\n{conns.get('sessions', 0)} sessions held by one node of a fresh cluster: {conns.get('server_bytes_per_session', 0)/1024:.1f} KiB of server memory each (RSS growth / sessions); errors: {errors(conns)}.\n")
 if idle:
-    print(f"## Idle cluster\n\n3 nodes, 64 shards, no traffic, 60 s: {idle['idle_cpu_pct_of_one_core']}% of one core (user + system time of the three processes).\n")
+    print(f"## Idle cluster\n\n3 nodes, 64 shards, no traffic, 60 s from 15 s after the start (a node idle for 10 s runs on one thread, `process.idle_after`): {idle['idle_cpu_pct_of_one_core']}% of one core (user + system time of the three processes).\n")
 if fo:
     led = (load("failover-led") or {}).get("shards_led", "?")
     a = fo["ack_ms"]

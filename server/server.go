@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/cluster"
 	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/conn"
+	"github.com/parleychat/parley/internal/idleprocs"
 	"github.com/parleychat/parley/store"
 )
 
@@ -48,6 +49,7 @@ type Server struct {
 	httpLn net.Listener
 
 	stop      context.CancelFunc
+	stopIdle  func() // the process's idleprocs.Start, released on close
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -83,7 +85,12 @@ func Start(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP, err)
 	}
+	// An idle node runs on one P; applied entries, reads and client
+	// frames bring the rest back at once.
+	busy, stopIdle := idleprocs.Start(cfg.Process.IdleAfter.Duration)
+	s.stopIdle = stopIdle
 	ccfg := clusterConfig(cfg, s.nodeID, s.secret, s.httpLn.Addr().String())
+	ccfg.Busy = busy
 	s.node, err = cluster.Start(ccfg, s.store, log, func(shard int) (cluster.StateMachine, error) {
 		return channel.NewMachine(shard, s.store, s.onCommit)
 	})
@@ -94,8 +101,9 @@ func Start(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		OpenRegistration: cfg.Auth.Registration == "open", BcryptCost: cfg.Auth.BcryptCost}
 	s.Service = channel.NewService(s.node, s.store, opt, log.With("sys", "channel"))
 	s.node.SetReadHandler(s.Service.ExecRead)
-	s.Hub = conn.NewHub(s.Service, auth.NewIssuer(s.secret, cfg.Auth.TokenTTL.Duration), hubOptions(cfg, s.nodeID),
-		log.With("sys", "conn"))
+	hopt := hubOptions(cfg, s.nodeID)
+	hopt.Busy = busy
+	s.Hub = conn.NewHub(s.Service, auth.NewIssuer(s.secret, cfg.Auth.TokenTTL.Duration), hopt, log.With("sys", "conn"))
 	s.Hub.AttachCluster(s.node)
 	s.Hub.SetWebhook(conn.WebhookOptions{URL: cfg.Webhook.URL, Secret: cfg.Webhook.Secret, Timeout: cfg.Webhook.Timeout.Duration})
 	s.registry = newRegistry(s)
@@ -263,6 +271,9 @@ func (s *Server) close() error {
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
+	}
+	if s.stopIdle != nil {
+		s.stopIdle()
 	}
 	return errors.Join(errs...)
 }
