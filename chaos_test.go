@@ -60,7 +60,7 @@ func (n *chaosNode) stop(sig syscall.Signal) error {
 func status(addr string) (map[string]any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status?lag=0", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err

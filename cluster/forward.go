@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -54,7 +55,12 @@ type fwdItem struct {
 }
 
 type fwdLink struct {
-	q chan fwdItem
+	q   chan fwdItem
+	cut chan struct{} // buffered 1: give the open stream up (cutLink)
+	// Until then (unix ns) proposals fail at once rather than dial: a
+	// frozen peer still accepts connections, and the handshake would
+	// hold them for the dial's timeout.
+	silentUntil atomic.Int64
 }
 
 type queuedKey struct{}
@@ -80,7 +86,7 @@ func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []by
 	n.linksMu.Lock()
 	l := n.links[peerAddr]
 	if l == nil {
-		l = &fwdLink{q: make(chan fwdItem, forwardQueue)}
+		l = &fwdLink{q: make(chan fwdItem, forwardQueue), cut: make(chan struct{}, 1)}
 		n.links[peerAddr] = l
 		n.goRun(func() { n.runLink(peerAddr, l) })
 	}
@@ -106,6 +112,30 @@ func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []by
 	}
 }
 
+// cutLink gives up the open forwarding stream to the leader at peerAddr,
+// if any: every proposal it carries is answered ErrUnavailable at once (its
+// outcome is unknown; the client retries with the same key) rather than
+// after forwardTimeout. For a leader found silent (detect.go): a frozen
+// process keeps its connections open, and answers nothing.
+func (n *Node) cutLink(peerAddr string) {
+	n.linksMu.Lock()
+	l := n.links[peerAddr]
+	n.linksMu.Unlock()
+	if l == nil {
+		return
+	}
+	l.silentUntil.Store(time.Now().Add(silentFor).UnixNano())
+	select {
+	case l.cut <- struct{}{}:
+	default:
+	}
+}
+
+// silentFor is how long proposals to a leader found silent fail at once:
+// long enough for the shards it led to elect others (a second or two),
+// after which the link dials again.
+const silentFor = 3 * time.Second
+
 // runLink carries the link's queue to peerAddr until the node stops,
 // dialing a stream when there is something to send and none is open.
 func (n *Node) runLink(peerAddr string, l *fwdLink) {
@@ -116,6 +146,12 @@ func (n *Node) runLink(peerAddr string, l *fwdLink) {
 		case <-n.stop:
 			l.failQueued(fmt.Errorf("%w: shutting down", ErrUnavailable))
 			return
+		}
+		if time.Now().UnixNano() < l.silentUntil.Load() {
+			err := fmt.Errorf("%w: the leader at %s is silent", ErrUnavailable, peerAddr)
+			first.done <- outcome{err: err}
+			l.failQueued(err)
+			continue
 		}
 		c, err := n.mux.Layer(kindFwd, 0).Dial(raft.ServerAddress(peerAddr), 5*time.Second)
 		if err != nil {
@@ -184,6 +220,13 @@ func (p *fwdPending) fail(err error) {
 		s.done <- outcome{err: p.broken}
 		delete(p.items, id)
 	}
+}
+
+// outstanding is how many proposals wait for an answer.
+func (p *fwdPending) outstanding() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.items)
 }
 
 // stale reports whether a proposal has waited longer than d.
@@ -258,6 +301,11 @@ func (n *Node) runStream(c net.Conn, l *fwdLink, first fwdItem) {
 		case <-tick.C:
 			if pend.stale(forwardTimeout) {
 				n.log.Warn("forwarding stream gave no answer in time; reconnecting", "peer", peer)
+				return
+			}
+		case <-l.cut:
+			if pend.outstanding() > 0 {
+				n.log.Warn("forwarding stream cut: the leader is silent", "peer", peer, "proposals", pend.outstanding())
 				return
 			}
 		case <-readerDone:

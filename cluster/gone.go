@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"errors"
-	"slices"
 	"syscall"
 	"time"
 
@@ -28,10 +27,12 @@ import (
 // plain candidate it would refuse until its own timer ran out). Votes still
 // go only to a log at least as up to date, so this changes when an election
 // starts, never who may win it. Only one survivor campaigns at first (the
-// lowest id among the shard's voters), since two at once would split the
-// vote; the other campaigns a little later if there is still no new leader
-// (its log may be the newer one). Where the probe cannot tell (a timeout, a
-// partition), nothing changes: raft's timers decide, as before.
+// first in campaignOrder, which differs from shard to shard, so the gone
+// node's shards spread over the survivors), since two at once would split
+// the vote; the other campaigns a little later if there is still no new
+// leader (its log may be the newer one). Where the probe cannot tell (a
+// timeout, a partition), the survivors' check of quiet leaders decides
+// (detect.go).
 
 // goneRetry is how long the second survivor waits for the first's election
 // before it campaigns itself: an election on a healthy cluster takes a
@@ -108,7 +109,8 @@ func (n *Node) peerGone(addr raft.ServerAddress) bool {
 	return false
 }
 
-// survivorsOf returns the shard's voters other than leader, sorted, and
+// survivorsOf returns the shard's voters other than leader, in campaign
+// order, and
 // this node's address as the configuration has it, if leader is the
 // shard's leader as this node knows it and this node is a follower with a
 // vote; ok is false otherwise (nothing to do).
@@ -135,8 +137,7 @@ func (g *group) survivorsOf(leader, local raft.ServerID) (voters []raft.ServerID
 	if self == "" {
 		return nil, "", false
 	}
-	slices.Sort(voters)
-	return voters, self, true
+	return campaignOrder(g.shard, voters), self, true
 }
 
 // campaign makes this node's raft for g's shard start an election now, by

@@ -107,13 +107,13 @@ type beatWait struct {
 }
 
 func newBeats(n *Node, shards int, heartbeat time.Duration) *beats {
-	// One exchange per peer per quarter of the timeout: with raft's own
-	// wait between heartbeats (a tenth to a fifth of it) a follower hears
-	// from its leader at least every ~half timeout, and the leader's lease
-	// (at most the timeout) holds. A hung peer holds its own queue only.
-	// A held heartbeat is answered a quarter to a half timeout after raft
-	// sent it, and raft sends the next a tenth to a fifth later: the lease
-	// still sees each follower answer well inside the timeout.
+	// One exchange per peer per quarter of the heartbeat timeout. raft's
+	// own timeout is three of them (detect.go), and it waits a tenth to a
+	// fifth of that (0.3-0.6 timeouts) between heartbeats; a held
+	// heartbeat is answered a quarter to a half timeout after raft sent
+	// it. So a follower hears from its leader at least every ~0.85
+	// timeouts, and the leader sees each follower answer within 1.1, well
+	// inside its lease (1.5). A hung peer holds its own queue only.
 	return &beats{n: n, interval: heartbeat / 4, hold: heartbeat / 4, timeout: max(2*heartbeat, 500*time.Millisecond),
 		urgent: make([]atomic.Int32, shards), peers: map[string]*beatPeer{}}
 }

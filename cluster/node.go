@@ -40,10 +40,12 @@ type Config struct {
 	GossipKey       []byte        // memberlist encryption key, or nil
 	FastGossip      bool          // short memberlist timers (tests)
 
+	// HeartbeatTimeout is how long a follower waits for a silent leader,
+	// give or take (detect.go has the exact rule); a leader heartbeats
+	// several times within it.
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
 	CommitTimeout    time.Duration
-	LeaderLease      time.Duration
 
 	MaxBatch int // commands per Raft entry; 1 turns batching off
 	Inflight int // entries in flight per shard
@@ -70,7 +72,6 @@ func DefaultConfig() Config {
 		HeartbeatTimeout: time.Second,
 		ElectionTimeout:  time.Second,
 		CommitTimeout:    5 * time.Second,
-		LeaderLease:      time.Second,
 		MaxBatch:         512,
 		Inflight:         4,
 	}
@@ -127,6 +128,12 @@ type group struct {
 	trans *beatTransport
 	fsm   *fsm
 	batch *batcher
+
+	// Owned by detectLoop (detect.go).
+	hurried   bool      // raft's timeouts are lowered: the leader went quiet
+	rank      int       // followerRank, as of
+	rankUntil time.Time // when it is read again
+	seen      time.Time // first seen with a log
 }
 
 // slowCommit logs an entry of shard that took long to commit and apply. A
@@ -210,6 +217,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 	n.goRun(n.formLoop)
 	n.goRun(n.placementLoop)
 	n.goRun(n.leadsLoop)
+	n.goRun(n.detectLoop)
 	return nil
 }
 
@@ -246,10 +254,9 @@ func checkShardCount(st *store.Store, want int) error {
 func (n *Node) raftConfig(shard int) *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(n.cfg.NodeID)
-	c.HeartbeatTimeout = n.cfg.HeartbeatTimeout
-	c.ElectionTimeout = n.cfg.ElectionTimeout
+	c.HeartbeatTimeout, c.ElectionTimeout = n.raftTimeouts(false)
 	c.CommitTimeout = n.cfg.CommitTimeout
-	c.LeaderLeaseTimeout = n.cfg.LeaderLease
+	c.LeaderLeaseTimeout = n.lease()
 	c.MaxAppendEntries = 256
 	if n.cfg.SnapshotThreshold > 0 {
 		c.SnapshotThreshold = n.cfg.SnapshotThreshold

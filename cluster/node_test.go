@@ -95,7 +95,6 @@ func testConfig() Config {
 	c.HeartbeatTimeout = 50 * time.Millisecond
 	c.ElectionTimeout = 50 * time.Millisecond
 	c.CommitTimeout = 50 * time.Millisecond
-	c.LeaderLease = 50 * time.Millisecond
 	return c
 }
 

@@ -141,7 +141,6 @@ func clusterConfig(cfg config.Config, nodeID string, secret []byte, httpAddr str
 	c.HeartbeatTimeout = cfg.Cluster.HeartbeatTimeout.Duration
 	c.ElectionTimeout = cfg.Cluster.ElectionTimeout.Duration
 	c.CommitTimeout = cfg.Cluster.CommitTimeout.Duration
-	c.LeaderLease = min(c.LeaderLease, cfg.Cluster.HeartbeatTimeout.Duration)
 	c.MaxBatch = cfg.Cluster.MaxBatch
 	c.Inflight = cfg.Cluster.Inflight
 	return c
