@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -28,6 +29,11 @@ type ShardStats struct {
 // each follower how far it has applied (withLag).
 func (n *Node) Stats(withLag bool) []ShardStats {
 	out := make([]ShardStats, len(n.groups))
+	type lagAsk struct {
+		i int
+		s raft.Server
+	}
+	var asks []lagAsk
 	for i, g := range n.groups {
 		_, leader := g.raft.LeaderWithID()
 		// raft's applied index counts no-op entries, which never reach the
@@ -45,23 +51,39 @@ func (n *Node) Stats(withLag bool) []ShardStats {
 					st.Others = append(st.Others, string(s.ID))
 				}
 				if withLag && g.raft.State() == raft.Leader && string(s.ID) != n.cfg.NodeID {
-					if st.Lag == nil {
-						st.Lag = map[string]int{}
-					}
-					st.Lag[string(s.ID)] = n.followerLag(g, s)
+					asks = append(asks, lagAsk{i, s})
 				}
 			}
 		}
 		out[i] = st
+	}
+	// All at once, within one deadline: one by one, a follower that does
+	// not answer (a frozen process) held the page for half a second per
+	// shard.
+	lags := make([]int, len(asks))
+	ctx, cancel := context.WithTimeout(n.ctx, 500*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	for k, a := range asks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lags[k] = n.followerLag(ctx, n.groups[a.i], a.s)
+		}()
+	}
+	wg.Wait()
+	for k, a := range asks {
+		if out[a.i].Lag == nil {
+			out[a.i].Lag = map[string]int{}
+		}
+		out[a.i].Lag[string(a.s.ID)] = lags[k]
 	}
 	return out
 }
 
 // followerLag is how many committed entries a follower has not applied, -1
 // when it does not answer.
-func (n *Node) followerLag(g *group, s raft.Server) int {
-	ctx, cancel := context.WithTimeout(n.ctx, 500*time.Millisecond)
-	defer cancel()
+func (n *Node) followerLag(ctx context.Context, g *group, s raft.Server) int {
 	out, err := n.call(ctx, string(s.Address), "/progress?shard="+strconv.Itoa(g.shard), nil)
 	if err != nil {
 		return -1
