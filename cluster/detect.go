@@ -26,10 +26,16 @@ import (
 // Two followers that notice together would split the vote, so they are
 // staggered: the one ranked r in the shard's campaignOrder waits r half
 // heartbeat timeouts more. The order differs from shard to shard, so a
-// new cluster's leaders, and a lost node's shards, spread over the nodes. With the 1 s default a silent leader is
-// replaced 1.5-2.25 s after it went quiet, where raft's own timer took
-// 1-3 s (1.8-3.0 s to the next acknowledged send, measured). A leader
-// whose process died is replaced sooner (gone.go).
+// new cluster's leaders, and a lost node's shards, spread over the nodes.
+// hashicorp/raft refuses a pre-vote while it knows a leader, so the first
+// follower's campaign usually succeeds only once the second has noticed
+// too: with the 1 s default a silent leader is replaced about 2-2.5 s
+// after it went quiet (raft's own 1 s timer took 1-3 s). A leader whose
+// process died is replaced at once (gone.go).
+//
+// The follower that notices also cuts its forwarding stream to the silent
+// leader (cutLink): a frozen process answers nothing, and the proposals on
+// it waited for the stream's own timeout (8 s).
 
 // backstopTimeouts is raft's own heartbeat timeout, in heartbeat timeouts.
 const backstopTimeouts = 3
