@@ -57,10 +57,14 @@ func (n *chaosNode) stop(sig syscall.Signal) error {
 }
 
 // status fetches a node's /v1/status.
-func status(addr string) (map[string]any, error) {
+func status(addr string) (map[string]any, error) { return statusQuery(addr, "") }
+
+// statusQuery is status with a query string ("?lag=0": without asking the
+// followers how far they applied, which waits on a frozen one).
+func statusQuery(addr, query string) (map[string]any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status?lag=0", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status"+query, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err

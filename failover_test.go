@@ -133,7 +133,7 @@ func startFailover(t *testing.T) *failover {
 
 // shardLeaders is each shard's leader as n's status page has it.
 func shardLeaders(n *chaosNode) (map[int]string, error) {
-	st, err := status(n.http)
+	st, err := statusQuery(n.http, "?lag=0")
 	if err != nil {
 		return nil, err
 	}
