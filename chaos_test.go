@@ -111,9 +111,10 @@ func leaderOfMost(nodes []*chaosNode) int {
 
 // TestChaos runs three real nodes, sends through all of them with keys and
 // retries, and SIGKILLs a node (often the one leading most shards) every
-// few seconds, restarting it. At the end every node's own copy on disk must
+// few seconds, restarting it; every fourth round it freezes the node for
+// 1-4 s (SIGSTOP) instead. At the end every node's own copy on disk must
 // hold every acknowledged message exactly once, with gap-free seqs.
-// PARLEY_CHAOS_ROUNDS sets the number of kills (make chaos runs 30).
+// PARLEY_CHAOS_ROUNDS sets the number of rounds (make chaos runs 30).
 func TestChaos(t *testing.T) {
 	rounds := 4
 	if v, err := strconv.Atoi(os.Getenv("PARLEY_CHAOS_ROUNDS")); err == nil {
@@ -164,6 +165,17 @@ func TestChaos(t *testing.T) {
 		victim := rand.IntN(3)
 		if r%2 == 0 {
 			victim = leaderOfMost(nodes)
+		}
+		if r%4 == 3 {
+			// Frozen rather than killed: its connections stay open and
+			// answer nothing, and it wakes up still thinking it leads.
+			p := nodes[victim].p.cmd.Process
+			p.Signal(syscall.SIGSTOP)
+			t.Logf("round %d: froze %s with %d acknowledged so far", r+1, nodes[victim].name, l.count())
+			time.Sleep(time.Duration(1000+rand.IntN(3000)) * time.Millisecond)
+			p.Signal(syscall.SIGCONT)
+			waitReady(nodes[victim])
+			continue
 		}
 		nodes[victim].stop(syscall.SIGKILL)
 		t.Logf("round %d: killed %s with %d acknowledged so far", r+1, nodes[victim].name, l.count())
