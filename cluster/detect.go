@@ -33,9 +33,10 @@ import (
 // after it went quiet (raft's own 1 s timer took 1-3 s). A leader whose
 // process died is replaced at once (gone.go).
 //
-// The follower that notices also cuts its forwarding stream to the silent
-// leader (cutLink): a frozen process answers nothing, and the proposals on
-// it waited for the stream's own timeout (8 s).
+// The follower that notices also gives up what it sent the silent leader
+// and sends it nothing for a while (silence.go, cutLink): a frozen process
+// answers nothing, and the proposals on its stream waited for the stream's
+// own timeout (8 s).
 
 // backstopTimeouts is raft's own heartbeat timeout, in heartbeat timeouts.
 const backstopTimeouts = 3
@@ -110,8 +111,9 @@ func (n *Node) detect(g *group) {
 	}
 	n.log.Warn("the shard's leader is silent: campaigning", "shard", g.shard, "quiet", quiet.Round(time.Millisecond))
 	if leader != "" {
-		// Proposals forwarded to it wait for no answer: the clients
-		// retry them (same keys) with the next leader.
+		// Proposals and reads sent to it wait for no answer: the
+		// clients retry them (same keys) with the next leader.
+		n.silence.found(string(leader))
 		n.cutLink(string(leader))
 	}
 }

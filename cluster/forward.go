@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -57,10 +56,6 @@ type fwdItem struct {
 type fwdLink struct {
 	q   chan fwdItem
 	cut chan struct{} // buffered 1: give the open stream up (cutLink)
-	// Until then (unix ns) proposals fail at once rather than dial: a
-	// frozen peer still accepts connections, and the handshake would
-	// hold them for the dial's timeout.
-	silentUntil atomic.Int64
 }
 
 type queuedKey struct{}
@@ -115,8 +110,7 @@ func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []by
 // cutLink gives up the open forwarding stream to the leader at peerAddr,
 // if any: every proposal it carries is answered ErrUnavailable at once (its
 // outcome is unknown; the client retries with the same key) rather than
-// after forwardTimeout. For a leader found silent (detect.go): a frozen
-// process keeps its connections open, and answers nothing.
+// after forwardTimeout. For a leader found silent (silence.go).
 func (n *Node) cutLink(peerAddr string) {
 	n.linksMu.Lock()
 	l := n.links[peerAddr]
@@ -124,17 +118,11 @@ func (n *Node) cutLink(peerAddr string) {
 	if l == nil {
 		return
 	}
-	l.silentUntil.Store(time.Now().Add(silentFor).UnixNano())
 	select {
 	case l.cut <- struct{}{}:
 	default:
 	}
 }
-
-// silentFor is how long proposals to a leader found silent fail at once:
-// long enough for the shards it led to elect others (a second or two),
-// after which the link dials again.
-const silentFor = 3 * time.Second
 
 // runLink carries the link's queue to peerAddr until the node stops,
 // dialing a stream when there is something to send and none is open.
@@ -147,8 +135,7 @@ func (n *Node) runLink(peerAddr string, l *fwdLink) {
 			l.failQueued(fmt.Errorf("%w: shutting down", ErrUnavailable))
 			return
 		}
-		if time.Now().UnixNano() < l.silentUntil.Load() {
-			err := fmt.Errorf("%w: the leader at %s is silent", ErrUnavailable, peerAddr)
+		if _, err := n.silence.check(peerAddr); err != nil {
 			first.done <- outcome{err: err}
 			l.failQueued(err)
 			continue

@@ -107,6 +107,7 @@ type Node struct {
 	handlersMu sync.RWMutex
 	handlers   map[string]MessageHandler
 
+	silence silence // peers found silent (silence.go)
 	linksMu sync.Mutex
 	links   map[string]*fwdLink // forwarding links by leader peer address
 

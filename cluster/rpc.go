@@ -112,6 +112,13 @@ func (n *Node) call(ctx context.Context, peerAddr, path string, body []byte) ([]
 	if body == nil {
 		method = http.MethodGet
 	}
+	silent, err := n.silence.check(peerAddr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(silent, cancel)()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+peerAddr+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

@@ -1,0 +1,64 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// silentFor is how long requests to a leader found silent (detect.go) fail
+// at once: long enough for the shards it led to elect others (a second or
+// two). A frozen process still accepts connections and answers nothing,
+// so without this each request waited for its own timeout: a forwarded
+// proposal 8 s, then 5 s for the next stream's handshake, a read its
+// client's request timeout.
+const silentFor = 3 * time.Second
+
+// silence tracks the peers found silent.
+type silence struct {
+	mu    sync.Mutex // guards peers
+	peers map[string]*silentPeer
+}
+
+type silentPeer struct {
+	until  time.Time          // requests fail at once until then
+	ctx    context.Context    // the requests in flight to it; canceled when it is found silent
+	cancel context.CancelFunc //
+}
+
+// found marks the peer at addr silent: the requests in flight to it are
+// canceled, and new ones fail for silentFor.
+func (s *silence) found(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.peerLocked(addr)
+	p.cancel()
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.until = time.Now().Add(silentFor)
+}
+
+// check returns a context that ends when the peer at addr is next found
+// silent, or ErrUnavailable while it is.
+func (s *silence) check(addr string) (context.Context, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.peerLocked(addr)
+	if time.Now().Before(p.until) {
+		return nil, fmt.Errorf("%w: the node at %s is silent", ErrUnavailable, addr)
+	}
+	return p.ctx, nil
+}
+
+func (s *silence) peerLocked(addr string) *silentPeer {
+	if s.peers == nil {
+		s.peers = map[string]*silentPeer{}
+	}
+	p := s.peers[addr]
+	if p == nil {
+		p = &silentPeer{}
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		s.peers[addr] = p
+	}
+	return p
+}
