@@ -34,9 +34,9 @@ import (
 // process died is replaced at once (gone.go).
 //
 // The follower that notices also gives up what it sent the silent leader
-// and sends it nothing for a while (silence.go, cutLink): a frozen process
-// answers nothing, and the proposals on its stream waited for the stream's
-// own timeout (8 s).
+// and sends it nothing for a while (peerSilent): a frozen process answers
+// nothing, and the proposals on its stream waited for the stream's own
+// timeout (8 s).
 
 // backstopTimeouts is raft's own heartbeat timeout, in heartbeat timeouts.
 const backstopTimeouts = 3
@@ -74,7 +74,8 @@ func (n *Node) detectLoop() {
 }
 
 // detect hurries g's election if its leader has been quiet too long, and
-// undoes that once the shard is led again. Only detectLoop calls it.
+// undoes that once the shard is led and heard from again (a candidate
+// keeps the lowered timeouts). Only detectLoop calls it.
 func (n *Node) detect(g *group) {
 	if g.raft == nil || g.raft.LastIndex() == 0 { // no log: never configured
 		return
@@ -89,19 +90,21 @@ func (n *Node) detect(g *group) {
 		last = g.seen
 	}
 	quiet := time.Since(last)
-	if g.raft.State() != raft.Follower || quiet < n.lease() {
+	switch state := g.raft.State(); {
+	case state == raft.Leader || state == raft.Follower && quiet < n.lease():
 		if g.hurried {
 			g.hurried = !n.reloadTimeouts(g, false)
 		}
 		return
-	}
-	if g.hurried {
+	case state != raft.Follower || g.hurried:
+		// A campaign that did not win retries on the lowered election
+		// timeout until the shard is led.
 		return
 	}
 	if rank := n.followerRank(g); rank < 0 || quiet < n.lease()+time.Duration(rank)*n.cfg.HeartbeatTimeout/2 {
 		return
 	}
-	leader, _ := g.raft.LeaderWithID() // before raft forgets it
+	leaderAddr, _ := g.raft.LeaderWithID() // before raft forgets it
 	if g.hurried = n.reloadTimeouts(g, true); !g.hurried {
 		return
 	}
@@ -110,11 +113,8 @@ func (n *Node) detect(g *group) {
 		return
 	}
 	n.log.Warn("the shard's leader is silent: campaigning", "shard", g.shard, "quiet", quiet.Round(time.Millisecond))
-	if leader != "" {
-		// Proposals and reads sent to it wait for no answer: the
-		// clients retry them (same keys) with the next leader.
-		n.silence.found(string(leader))
-		n.cutLink(string(leader))
+	if leaderAddr != "" {
+		n.peerSilent(string(leaderAddr))
 	}
 }
 

@@ -110,7 +110,7 @@ func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []by
 // cutLink gives up the open forwarding stream to the leader at peerAddr,
 // if any: every proposal it carries is answered ErrUnavailable at once (its
 // outcome is unknown; the client retries with the same key) rather than
-// after forwardTimeout. For a leader found silent (silence.go).
+// after forwardTimeout. For a leader found silent (peerSilent).
 func (n *Node) cutLink(peerAddr string) {
 	n.linksMu.Lock()
 	l := n.links[peerAddr]
@@ -291,10 +291,10 @@ func (n *Node) runStream(c net.Conn, l *fwdLink, first fwdItem) {
 				return
 			}
 		case <-l.cut:
-			if pend.outstanding() > 0 {
-				n.log.Warn("forwarding stream cut: the leader is silent", "peer", peer, "proposals", pend.outstanding())
-				return
-			}
+			// Even with nothing outstanding: what comes next must not
+			// go on this stream but meet the silence check in runLink.
+			n.log.Warn("forwarding stream cut: the leader is silent", "peer", peer, "proposals", pend.outstanding())
+			return
 		case <-readerDone:
 			return
 		case <-n.stop:

@@ -15,6 +15,16 @@ import (
 // client's request timeout.
 const silentFor = 3 * time.Second
 
+// peerSilent gives up what this node sent the peer at addr, found silent,
+// and sends it nothing for silentFor: its forwarding stream is cut (the
+// proposals on it fail as ErrUnavailable: their outcome is unknown, and
+// the clients retry them with the same keys), and its requests in flight
+// (reads) are canceled.
+func (n *Node) peerSilent(addr string) {
+	n.silence.found(addr)
+	n.cutLink(addr)
+}
+
 // silence tracks the peers found silent.
 type silence struct {
 	mu    sync.Mutex // guards peers
