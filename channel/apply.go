@@ -72,14 +72,26 @@ func (t *tx) put(key []byte, v any) error {
 	return t.b.Set(key, raw, nil)
 }
 
-// putMeta writes a channel's record, and keeps the state machine's cache
-// of them current.
+// putMeta changes a channel's record, and keeps the state machine's cache
+// of them current. The record is written once per entry, by writeMetas:
+// an entry of many sends to one channel changed it once per send, and
+// each of those writes was a batch and a memtable insert (and a larger
+// memtable to flush) for a value the next one replaced.
 func (t *tx) putMeta(ch string, m *meta) error {
-	if err := t.put(t.k.meta(ch), m); err != nil {
-		return err
-	}
+	c := *m
+	t.rd.dirty[ch] = &c
 	if t.rd.metas != nil {
-		t.rd.metas.set(ch, *m)
+		t.rd.metas.set(ch, c)
+	}
+	return nil
+}
+
+// writeMetas writes the records putMeta changed.
+func (t *tx) writeMetas() error {
+	for ch, m := range t.rd.dirty {
+		if err := t.put(t.k.meta(ch), m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -96,7 +108,7 @@ func (t *tx) register(c *Command) (Result, error) {
 }
 
 func (t *tx) createGroup(c *Command) (Result, error) {
-	if found, err := getRecord(t.b, t.k.meta(c.Channel), &meta{}); err != nil || found {
+	if m, err := t.rd.meta(c.Channel); err != nil || m != nil {
 		if err != nil {
 			return Result{}, err
 		}

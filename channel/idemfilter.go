@@ -38,9 +38,12 @@ type idemFilter struct {
 }
 
 // bloomLayer holds up to cap keys at ~1% false positives (10 bits and 7
-// probes a key).
+// probes a key). It is blocked: a key's probes all fall in one 512-bit
+// block (a cache line), so a lookup costs one cache miss rather than up
+// to seven, and no division. Probing the layers of a large filter that way
+// was 2.5% of a loaded node's CPU.
 type bloomLayer struct {
-	bits []uint64
+	bits []uint64 // blocks of blockWords words
 	n    int
 	cap  int
 }
@@ -48,35 +51,45 @@ type bloomLayer struct {
 const (
 	firstLayerKeys = 16 << 10
 	bloomProbes    = 7
+	blockWords     = 8 // 512 bits
 )
 
 func newIdemFilter() *idemFilter { return &idemFilter{seed: maphash.MakeSeed()} }
 
 func newBloomLayer(keys int) *bloomLayer {
-	return &bloomLayer{bits: make([]uint64, (keys*10+63)/64), cap: keys}
+	blocks := (keys*10 + 511) / 512
+	return &bloomLayer{bits: make([]uint64, blocks*blockWords), cap: keys}
 }
 
-// probes yields the bit positions of key in a layer of m bits (double
-// hashing).
-func (l *bloomLayer) probe(h uint64, i uint64) (word int, mask uint64) {
-	m := uint64(len(l.bits) * 64)
-	h1, h2 := h, h>>33|1
-	bit := (h1 + i*h2) % m
+// block is the block of the key hashed to h: its low 32 bits pick it
+// (multiply and shift rather than a modulo); the high 32 place the probes.
+func (l *bloomLayer) block(h uint64) []uint64 {
+	blocks := uint64(len(l.bits) / blockWords)
+	b := (h & 0xffffffff) * blocks >> 32
+	return l.bits[b*blockWords : (b+1)*blockWords : (b+1)*blockWords]
+}
+
+// probe is the i-th bit of h in its block (double hashing in 9 bits).
+func probe(h uint64, i uint64) (word int, mask uint64) {
+	h1, h2 := h>>32, h>>41|1
+	bit := (h1 + i*h2) & 511
 	return int(bit / 64), 1 << (bit % 64)
 }
 
 func (l *bloomLayer) add(h uint64) {
+	blk := l.block(h)
 	for i := range uint64(bloomProbes) {
-		w, mask := l.probe(h, i)
-		l.bits[w] |= mask
+		w, mask := probe(h, i)
+		blk[w] |= mask
 	}
 	l.n++
 }
 
 func (l *bloomLayer) has(h uint64) bool {
+	blk := l.block(h)
 	for i := range uint64(bloomProbes) {
-		w, mask := l.probe(h, i)
-		if l.bits[w]&mask == 0 {
+		w, mask := probe(h, i)
+		if blk[w]&mask == 0 {
 			return false
 		}
 	}

@@ -69,7 +69,8 @@ func (m *Machine) Restored() error {
 func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 	b := m.db.NewIndexedBatch()
 	defer b.Close()
-	tx := &tx{k: m.k, b: b, rd: reader{k: m.k, r: b, metas: m.metas}, index: index, idem: m.idem}
+	tx := &tx{k: m.k, b: b, rd: reader{k: m.k, r: b, metas: m.metas, dirty: map[string]*meta{}},
+		index: index, idem: m.idem}
 	res := make([]any, len(cmds))
 	for i, raw := range cmds {
 		var c Command
@@ -84,6 +85,9 @@ func (m *Machine) Apply(index uint64, cmds [][]byte) []any {
 			panic(fmt.Sprintf("shard %d apply %d: %v", m.shard, index, err))
 		}
 		res[i] = r
+	}
+	if err := tx.writeMetas(); err != nil {
+		panic(fmt.Sprintf("shard %d apply %d: %v", m.shard, index, err))
 	}
 	deleted, err := tx.expire(m.exp.take(expireBatch))
 	if err != nil {

@@ -17,9 +17,16 @@ type reader struct {
 	k     keys
 	r     pebble.Reader
 	metas *metaCache // the state machine's, in its transactions; nil elsewhere
+	// dirty holds the records a transaction changed and has not yet
+	// written (see tx.putMeta); nil outside one.
+	dirty map[string]*meta
 }
 
 func (rd reader) meta(ch string) (*meta, error) {
+	if m, ok := rd.dirty[ch]; ok {
+		c := *m
+		return &c, nil
+	}
 	if rd.metas != nil {
 		if m, ok := rd.metas.get(ch); ok {
 			return &m, nil
