@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +230,14 @@ func (s *Session) sendPipelined(f *Frame) {
 // a deadline, and ends when the queue is empty: an idle session keeps no
 // writer goroutine.
 func (s *Session) writeQueued() {
+	// The frames for one session tend to come in bursts from several
+	// goroutines at once (the acks of one committed entry, the messages
+	// it delivers). Letting those that are ready run first puts the burst
+	// in one write: at full throughput that halved the nodes' writes per
+	// message (1.45 to 0.72) and the load tool's reads (1.0 to 0.32), and
+	// raised acked sends from ~17.5k to ~24k a second (`parley bench
+	// throughput`, fresh three-node clusters, interleaved runs).
+	runtime.Gosched()
 	for {
 		frames := s.out.takeOrIdle()
 		if frames == nil {
