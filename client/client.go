@@ -83,6 +83,7 @@ type Client struct {
 
 	mu      sync.Mutex // guards the fields below
 	ws      *websocket.Conn
+	link    *link         // ws and its write queue
 	up      chan struct{} // closed while connected; replaced when the connection drops
 	user    string
 	session string
@@ -161,9 +162,14 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 			return nil, err
 		}
 	}
-	ws, _, err := websocket.Dial(ctx, c.url, nil)
+	var conn *corkedConn
+	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPClient: dialer(&conn)})
 	if err != nil {
 		return nil, err
+	}
+	if conn == nil { // not dialed by our transport: should not happen
+		ws.CloseNow()
+		return nil, errors.New("client: the connection was not dialed through the client's transport")
 	}
 	ws.SetReadLimit(c.opt.ReadLimit)
 	hello, _ := json.Marshal(map[string]string{"type": "hello", "token": token})
@@ -183,6 +189,7 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 	}
 	c.mu.Lock()
 	c.ws, c.user, c.session, c.node = ws, w.User, w.Session, w.Node
+	c.link = &link{ws: ws, conn: conn, ctx: c.ctx}
 	close(c.up)
 	c.mu.Unlock()
 	return ws, nil
@@ -238,7 +245,7 @@ func (c *Client) run(ws *websocket.Conn) {
 func (c *Client) dropped() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ws = nil
+	c.ws, c.link = nil, nil
 	c.up = make(chan struct{})
 	for ref, ch := range c.pending {
 		close(ch)
@@ -347,15 +354,15 @@ func (c *Client) Request(ctx context.Context, frame map[string]any) (json.RawMes
 // request is Request with the frame encoded by encode, given the ref.
 func (c *Client) request(ctx context.Context, encode func(ref string) ([]byte, error)) (json.RawMessage, error) {
 	c.mu.Lock()
-	ws, up := c.ws, c.up
+	l, up := c.link, c.up
 	c.nextRef++
 	ref := "r" + strconv.FormatUint(c.nextRef, 10)
 	answer := make(chan reply, 1)
-	if ws != nil {
+	if l != nil {
 		c.pending[ref] = answer
 	}
 	c.mu.Unlock()
-	if ws == nil {
+	if l == nil {
 		select { // wait for a reconnect, then let the caller retry
 		case <-up:
 			return nil, &Error{Code: "unavailable", Message: "reconnected: retry"}
@@ -370,7 +377,7 @@ func (c *Client) request(ctx context.Context, encode func(ref string) ([]byte, e
 		c.forget(ref)
 		return nil, err
 	}
-	if err := ws.Write(ctx, websocket.MessageText, raw); err != nil {
+	if err := l.write(raw); err != nil {
 		c.forget(ref)
 		return nil, err
 	}
@@ -400,15 +407,17 @@ func (c *Client) forget(ref string) {
 }
 
 // Fire sends a frame that has no reply (typing, or a receipt without ref).
+// It returns once the frame is written or queued behind others; ctx is
+// not used.
 func (c *Client) Fire(ctx context.Context, frame map[string]any) error {
 	c.mu.Lock()
-	ws := c.ws
+	l := c.link
 	c.mu.Unlock()
-	if ws == nil {
+	if l == nil {
 		return &Error{Code: "unavailable", Message: "not connected"}
 	}
 	raw, _ := json.Marshal(frame)
-	return ws.Write(ctx, websocket.MessageText, raw)
+	return l.write(raw)
 }
 
 // NewKey returns a fresh idempotency key.

@@ -1,0 +1,79 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/server/servertest"
+)
+
+// Many sends in flight on one connection all get their own answer, in
+// fewer network writes than frames: frames queued while one is written go
+// out together.
+func TestPipelinedSendsShareWrites(t *testing.T) {
+	cfg := servertest.Config(t.TempDir())
+	cfg.Limits.Rate, cfg.Limits.Burst = 1e6, 1e6
+	srv := servertest.Start(t, cfg)
+	tok, _, err := auth.NewIssuer([]byte(cfg.Auth.Secret), time.Hour).Mint("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, "http://"+srv.HTTPAddr(), Options{Token: tok, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.mu.Lock()
+	conn := c.link.conn
+	c.mu.Unlock()
+	conn.mu.Lock()
+	before := conn.writes
+	conn.mu.Unlock()
+
+	const senders, each = 32, 40 // the server lets a session have 64 requests waiting
+	var mu sync.Mutex
+	seqs := map[uint64]string{}
+	var wg sync.WaitGroup
+	for i := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range each {
+				key := fmt.Sprintf("k%d-%d", i, j)
+				s, err := c.Send(ctx, SendArgs{To: "bob", Body: key, Key: key})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if prev, dup := seqs[s.Seq]; dup {
+					t.Errorf("seq %d answered to both %s and %s", s.Seq, prev, key)
+				}
+				seqs[s.Seq] = key
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seqs) != senders*each {
+		t.Fatalf("%d distinct seqs for %d sends", len(seqs), senders*each)
+	}
+	for seq := uint64(1); seq <= senders*each; seq++ {
+		if _, ok := seqs[seq]; !ok {
+			t.Fatalf("seq %d missing: the channel has gaps", seq)
+		}
+	}
+	conn.mu.Lock()
+	writes := conn.writes - before
+	conn.mu.Unlock()
+	t.Logf("%d frames in %d writes", senders*each, writes)
+	if writes >= senders*each {
+		t.Fatalf("%d frames took %d writes: none went out together", senders*each, writes)
+	}
+}
