@@ -31,7 +31,9 @@ type binaryDecoder interface{ decodeFields(d *decoder) }
 // encodeValue encodes v: binary if it has that form, else JSON.
 func encodeValue(v any) ([]byte, error) {
 	if a, ok := v.(binaryAppender); ok {
-		return a.appendFields([]byte{binV1}), nil
+		// Room for a typical record at once: grown from one byte, a
+		// message's record was five allocations.
+		return a.appendFields(append(make([]byte, 0, 128), binV1)), nil
 	}
 	return json.Marshal(v)
 }
@@ -57,7 +59,10 @@ func decodeValue(raw []byte, v any) error {
 }
 
 // encodeCommand is c's binary encoding, for a Raft entry.
-func encodeCommand(c *Command) []byte { return c.appendFields([]byte{binV1}) }
+func encodeCommand(c *Command) []byte {
+	n := 64 + len(c.User) + len(c.Channel) + len(c.Name) + len(c.Body) + len(c.Key) + len(c.Status) + len(c.Hash)
+	return c.appendFields(append(make([]byte, 0, n), binV1))
+}
 
 func (c *Command) appendFields(b []byte) []byte {
 	b = appendStr(b, c.Op)
