@@ -1,294 +1,47 @@
 package client
 
-import (
-	"strconv"
-	"strings"
-	"unicode/utf8"
-)
+import "github.com/parleychat/parley/internal/flatjson"
 
-// A fast path for decoding the server's frames. Every frame is a flat JSON
-// object of strings, integers, booleans and arrays of strings, and
-// encoding/json's reflection cost a load test's client ~15 µs a frame, more
-// than a fifth of its CPU. decodeFlat handles exactly that shape, and only
-// the plain cases of it; anything else (an escape in a string, a fraction,
-// a nested object, a key that differs from a field's name only in case,
-// invalid JSON) makes it give up, and the caller decodes with
-// encoding/json, so the result is always what encoding/json gives
-// (FuzzFlatMatchesEncodingJSON checks it).
-
-// flatValue is one member's value: a string's bytes (no escapes, valid
-// UTF-8), a number's or a boolean's text, an array of strings, or null.
-type flatValue struct {
-	kind byte // '"' string, '0' number, 't' or 'f' boolean, '[' array of strings, 'n' null
-	raw  []byte
-	strs [][]byte
-}
-
-// flatField is what a decoder does with one member: false gives up.
-type flatField func(key []byte, v *flatValue) bool
-
-// decodeFlat walks the object in raw, calling set for each member. It reports false (the caller must decode another way)
-// when the input is not a flat object of plain values, or set gave up.
-func decodeFlat(raw []byte, set flatField) bool {
-	i := skipSpace(raw, 0)
-	if i >= len(raw) || raw[i] != '{' {
-		return false
-	}
-	i = skipSpace(raw, i+1)
-	if i < len(raw) && raw[i] == '}' {
-		return skipSpace(raw, i+1) == len(raw)
-	}
-	var v flatValue
-	for {
-		var key []byte
-		var ok bool
-		if key, i, ok = plainString(raw, i); !ok {
-			return false
-		}
-		i = skipSpace(raw, i)
-		if i >= len(raw) || raw[i] != ':' {
-			return false
-		}
-		i = skipSpace(raw, i+1)
-		if i >= len(raw) {
-			return false
-		}
-		v = flatValue{strs: v.strs[:0]}
-		switch c := raw[i]; {
-		case c == '"':
-			v.kind = '"'
-			if v.raw, i, ok = plainString(raw, i); !ok {
-				return false
-			}
-		case c == '-' || c >= '0' && c <= '9':
-			v.kind = '0'
-			if v.raw, i, ok = integer(raw, i); !ok {
-				return false
-			}
-		case hasWord(raw, i, "true"):
-			v.kind, v.raw, i = 't', raw[i:i+4], i+4
-		case hasWord(raw, i, "false"):
-			v.kind, v.raw, i = 'f', raw[i:i+5], i+5
-		case hasWord(raw, i, "null"):
-			v.kind, i = 'n', i+4
-		case c == '[':
-			v.kind = '['
-			if i, ok = stringArray(raw, i, &v); !ok {
-				return false
-			}
-		default:
-			return false // a nested object, or not JSON
-		}
-		if !set(key, &v) {
-			return false
-		}
-		i = skipSpace(raw, i)
-		if i >= len(raw) {
-			return false
-		}
-		switch raw[i] {
-		case ',':
-			i = skipSpace(raw, i+1)
-		case '}':
-			return skipSpace(raw, i+1) == len(raw)
-		default:
-			return false
-		}
-	}
-}
-
-func skipSpace(raw []byte, i int) int {
-	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-func hasWord(raw []byte, i int, w string) bool {
-	return len(raw)-i >= len(w) && string(raw[i:i+len(w)]) == w
-}
-
-// plainString reads the string starting at raw[i] (a quote), returning its
-// contents and the index after it; false for an escape, a control
-// character or invalid UTF-8, which encoding/json decodes or replaces.
-func plainString(raw []byte, i int) ([]byte, int, bool) {
-	if i >= len(raw) || raw[i] != '"' {
-		return nil, i, false
-	}
-	start := i + 1
-	ascii := true
-	for j := start; j < len(raw); j++ {
-		switch c := raw[j]; {
-		case c == '"':
-			s := raw[start:j]
-			if !ascii && !utf8.Valid(s) {
-				return nil, i, false
-			}
-			return s, j + 1, true
-		case c == '\\' || c < 0x20:
-			return nil, i, false
-		case c >= 0x80:
-			ascii = false
-		}
-	}
-	return nil, i, false
-}
-
-// integer reads an integer in JSON's grammar (no leading zeros); false for
-// a fraction or an exponent, left to encoding/json.
-func integer(raw []byte, i int) ([]byte, int, bool) {
-	start := i
-	if raw[i] == '-' {
-		i++
-	}
-	digits := i
-	for i < len(raw) && raw[i] >= '0' && raw[i] <= '9' {
-		i++
-	}
-	if i == digits || raw[digits] == '0' && i-digits > 1 {
-		return nil, i, false
-	}
-	if i < len(raw) && (raw[i] == '.' || raw[i] == 'e' || raw[i] == 'E') {
-		return nil, i, false
-	}
-	return raw[start:i], i, true
-}
-
-func stringArray(raw []byte, i int, v *flatValue) (int, bool) {
-	i = skipSpace(raw, i+1)
-	if i < len(raw) && raw[i] == ']' {
-		return i + 1, true
-	}
-	for {
-		s, j, ok := plainString(raw, i)
-		if !ok {
-			return i, false
-		}
-		v.strs = append(v.strs, s)
-		i = skipSpace(raw, j)
-		if i >= len(raw) {
-			return i, false
-		}
-		switch raw[i] {
-		case ',':
-			i = skipSpace(raw, i+1)
-		case ']':
-			return i + 1, true
-		default:
-			return i, false
-		}
-	}
-}
-
-// The setters below store a value into a field of the matching Go type, or
-// give up where encoding/json would fail or do something else. Like
-// encoding/json, null leaves a field as it was, but a slice nil.
-
-// takes reports whether a field that holds values of the given kinds
-// takes v (take), and whether encoding/json would accept it (ok): null is
-// accepted and taken by none.
-func (v *flatValue) takes(kinds string) (take, ok bool) {
-	if v.kind == 'n' {
-		return false, true
-	}
-	take = strings.IndexByte(kinds, v.kind) >= 0
-	return take, take
-}
-
-func (v *flatValue) setString(p *string) bool {
-	take, ok := v.takes(`"`)
-	if take {
-		*p = string(v.raw)
-	}
-	return ok
-}
-
-func (v *flatValue) setBool(p *bool) bool {
-	take, ok := v.takes("tf")
-	if take {
-		*p = v.kind == 't'
-	}
-	return ok
-}
-
-func setNumber[T int64 | uint64](v *flatValue, p *T, parse func(string) (T, error)) bool {
-	take, ok := v.takes("0")
-	if !take {
-		return ok
-	}
-	n, err := parse(string(v.raw))
-	*p = n
-	return err == nil
-}
-
-func parseUint(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) }
-func parseInt(s string) (int64, error)   { return strconv.ParseInt(s, 10, 64) }
-
-func (v *flatValue) setStrings(p *[]string) bool {
-	if v.kind == 'n' {
-		*p = nil
-		return true
-	}
-	if v.kind != '[' {
-		return false
-	}
-	out := make([]string, len(v.strs))
-	for i, s := range v.strs {
-		out[i] = string(s)
-	}
-	*p = out
-	return true
-}
-
-// otherKey decides about a member that matches no field: encoding/json
-// ignores it, unless it matches a field's name but for case (it matches
-// names case-insensitively), which is left to encoding/json.
-func otherKey(key []byte, names []string) bool {
-	for _, n := range names {
-		if strings.EqualFold(string(key), n) {
-			return false
-		}
-	}
-	return true
-}
+// The server's frames are decoded by flatjson's fast path, with
+// encoding/json as the fallback (FuzzFlatMatchesEncodingJSON).
 
 var frameNames = []string{"type", "channel", "seq", "from", "body", "ts", "key", "user", "status",
 	"added", "removed", "online", "last_seen", "ref"}
 
 // decodeFrame decodes a server frame into f, as json.Unmarshal would.
 func decodeFrame(raw []byte, f *serverFrame) error {
-	ok := decodeFlat(raw, func(key []byte, v *flatValue) bool {
+	ok := flatjson.Decode(raw, func(key []byte, v *flatjson.Value) bool {
 		switch string(key) {
 		case "type":
-			return v.setString(&f.Type)
+			return v.SetString(&f.Type)
 		case "channel":
-			return v.setString(&f.Channel)
+			return v.SetString(&f.Channel)
 		case "seq":
-			return setNumber(v, &f.Seq, parseUint)
+			return flatjson.SetNumber(v, &f.Seq, flatjson.ParseUint)
 		case "from":
-			return v.setString(&f.From)
+			return v.SetString(&f.From)
 		case "body":
-			return v.setString(&f.Body)
+			return v.SetString(&f.Body)
 		case "ts":
-			return setNumber(v, &f.Ts, parseInt)
+			return flatjson.SetNumber(v, &f.Ts, flatjson.ParseInt)
 		case "key":
-			return v.setString(&f.Key)
+			return v.SetString(&f.Key)
 		case "user":
-			return v.setString(&f.User)
+			return v.SetString(&f.User)
 		case "status":
-			return v.setString(&f.Status)
+			return v.SetString(&f.Status)
 		case "added":
-			return v.setStrings(&f.Added)
+			return v.SetStrings(&f.Added)
 		case "removed":
-			return v.setStrings(&f.Removed)
+			return v.SetStrings(&f.Removed)
 		case "online":
-			return v.setBool(&f.Online)
+			return v.SetBool(&f.Online)
 		case "last_seen":
-			return setNumber(v, &f.LastSeen, parseInt)
+			return flatjson.SetNumber(v, &f.LastSeen, flatjson.ParseInt)
 		case "ref":
-			return v.setString(&f.Ref)
+			return v.SetString(&f.Ref)
 		}
-		return otherKey(key, frameNames)
+		return flatjson.OtherKey(key, frameNames)
 	})
 	if ok {
 		return nil
@@ -301,18 +54,18 @@ var sentNames = []string{"channel", "seq", "ts", "duplicate"}
 
 // decodeSent decodes a sent reply, as json.Unmarshal would.
 func decodeSent(raw []byte, s *Sent) error {
-	ok := decodeFlat(raw, func(key []byte, v *flatValue) bool {
+	ok := flatjson.Decode(raw, func(key []byte, v *flatjson.Value) bool {
 		switch string(key) {
 		case "channel":
-			return v.setString(&s.Channel)
+			return v.SetString(&s.Channel)
 		case "seq":
-			return setNumber(v, &s.Seq, parseUint)
+			return flatjson.SetNumber(v, &s.Seq, flatjson.ParseUint)
 		case "ts":
-			return setNumber(v, &s.Ts, parseInt)
+			return flatjson.SetNumber(v, &s.Ts, flatjson.ParseInt)
 		case "duplicate":
-			return v.setBool(&s.Duplicate)
+			return v.SetBool(&s.Duplicate)
 		}
-		return otherKey(key, sentNames)
+		return flatjson.OtherKey(key, sentNames)
 	})
 	if ok {
 		return nil

@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"github.com/parleychat/parley/internal/flatjson"
 	"reflect"
 	"testing"
 )
@@ -84,12 +85,12 @@ func FuzzFlatMatchesEncodingJSON(f *testing.F) {
 // fuzz test above would pass just the same).
 func TestServerFramesTakeTheFastPath(t *testing.T) {
 	for _, s := range flatSeeds[:8] {
-		if !decodeFlat([]byte(s), func([]byte, *flatValue) bool { return true }) {
+		if !flatjson.Decode([]byte(s), func([]byte, *flatjson.Value) bool { return true }) {
 			t.Errorf("%s: not decoded by the fast path", s)
 		}
 	}
 	for _, s := range []string{`{"body":"a\nb"}`, `{"seq":1.5}`, `{"m":{"n":1}}`, `{"a":1} x`} {
-		if decodeFlat([]byte(s), func([]byte, *flatValue) bool { return true }) {
+		if flatjson.Decode([]byte(s), func([]byte, *flatjson.Value) bool { return true }) {
 			t.Errorf("%s: taken by the fast path, which should leave it to encoding/json", s)
 		}
 	}

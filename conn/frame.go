@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleychat/parley/channel"
+	"github.com/parleychat/parley/internal/flatjson"
 )
 
 // Frame is a client frame of PROTOCOL.md. Pointer fields tell "missing"
@@ -39,6 +40,7 @@ const maxPresenceUsers = 1000
 // is still returned when its ref could be read, so the reply can carry it.
 func DecodeFrame(raw []byte) (*Frame, *channel.Error) {
 	var f Frame
+	var err error
 	if !utf8.Valid(raw) {
 		// Decoding would quietly turn the bad bytes into U+FFFD; refuse,
 		// but read the ref for the reply.
@@ -48,7 +50,11 @@ func DecodeFrame(raw []byte) (*Frame, *channel.Error) {
 		}
 		return &f, badRequest("frame is not valid UTF-8")
 	}
-	if err := json.Unmarshal(raw, &f); err != nil {
+	if !decodeFast(raw, &f) {
+		f = Frame{}
+		err = json.Unmarshal(raw, &f)
+	}
+	if err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return &f, badRequest("field %s: want %s, got %s", te.Field, te.Type, te.Value)
@@ -59,6 +65,50 @@ func DecodeFrame(raw []byte) (*Frame, *channel.Error) {
 		return &f, badRequest("ref is %d chars, at most %d", len(f.Ref), maxRef)
 	}
 	return &f, f.validate()
+}
+
+var frameNames = []string{"type", "ref", "token", "to", "channel", "body", "key", "name",
+	"members", "users", "after", "before", "limit", "seq", "status"}
+
+// decodeFast decodes raw into f as json.Unmarshal would, for the plain
+// frames nearly every client sends; false leaves it to encoding/json
+// (FuzzDecodeFastMatchesEncodingJSON).
+func decodeFast(raw []byte, f *Frame) bool {
+	return flatjson.Decode(raw, func(key []byte, v *flatjson.Value) bool {
+		switch string(key) {
+		case "type":
+			return v.SetString(&f.Type)
+		case "ref":
+			return v.SetString(&f.Ref)
+		case "token":
+			return v.SetString(&f.Token)
+		case "to":
+			return v.SetString(&f.To)
+		case "channel":
+			return v.SetString(&f.Channel)
+		case "body":
+			return v.SetString(&f.Body)
+		case "key":
+			return v.SetString(&f.Key)
+		case "name":
+			return v.SetString(&f.Name)
+		case "members":
+			return v.SetStrings(&f.Members)
+		case "users":
+			return v.SetStrings(&f.Users)
+		case "after":
+			return flatjson.SetNumberPtr(v, &f.After, flatjson.ParseUint)
+		case "before":
+			return flatjson.SetNumberPtr(v, &f.Before, flatjson.ParseUint)
+		case "limit":
+			return flatjson.SetNumberPtr(v, &f.Limit, flatjson.ParseIntInt)
+		case "seq":
+			return flatjson.SetNumberPtr(v, &f.Seq, flatjson.ParseUint)
+		case "status":
+			return v.SetString(&f.Status)
+		}
+		return flatjson.OtherKey(key, frameNames)
+	})
 }
 
 // validate checks that the fields a frame type needs are there. Values are
