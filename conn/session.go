@@ -44,6 +44,9 @@ type Session struct {
 
 	ctx       context.Context
 	cancel    context.CancelFunc
+	reqMu     sync.Mutex         // guards reqCtx and reqCancel
+	reqCtx    context.Context    // shared by requests that start close together (requestContext)
+	reqCancel context.CancelFunc // reqCtx's; it ends at its deadline or with ctx
 	closeOnce sync.Once
 	wg        sync.WaitGroup // the request handler
 }
