@@ -81,9 +81,8 @@ type Client struct {
 	ctx  context.Context
 	stop context.CancelFunc
 
-	mu      sync.Mutex // guards the fields below
-	ws      *websocket.Conn
-	link    *link         // ws and its write queue
+	mu      sync.Mutex    // guards the fields below
+	link    *link         // the connection and its write queue; nil while disconnected
 	up      chan struct{} // closed while connected; replaced when the connection drops
 	user    string
 	session string
@@ -188,8 +187,7 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 		return nil, fmt.Errorf("hello: unexpected reply %s", raw)
 	}
 	c.mu.Lock()
-	c.ws, c.user, c.session, c.node = ws, w.User, w.Session, w.Node
-	c.link = &link{ws: ws, conn: conn, ctx: c.ctx}
+	c.link, c.user, c.session, c.node = &link{ws: ws, conn: conn, ctx: c.ctx}, w.User, w.Session, w.Node
 	close(c.up)
 	c.mu.Unlock()
 	return ws, nil
@@ -214,10 +212,10 @@ func (c *Client) Err() error { c.mu.Lock(); defer c.mu.Unlock(); return c.err }
 func (c *Client) Close() error {
 	c.stop()
 	c.mu.Lock()
-	ws := c.ws
+	l := c.link
 	c.mu.Unlock()
-	if ws != nil {
-		ws.Close(websocket.StatusNormalClosure, "bye")
+	if l != nil {
+		l.ws.Close(websocket.StatusNormalClosure, "bye")
 	}
 	<-c.done
 	return nil
@@ -245,7 +243,7 @@ func (c *Client) run(ws *websocket.Conn) {
 func (c *Client) dropped() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ws, c.link = nil, nil
+	c.link = nil
 	c.up = make(chan struct{})
 	for ref, ch := range c.pending {
 		close(ch)

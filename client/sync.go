@@ -101,7 +101,7 @@ func (c *Client) catchUp(ch string, after, upTo uint64) {
 func (c *Client) connected() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ws != nil
+	return c.link != nil
 }
 
 // resync runs after a reconnect: every channel the client has seen catches
