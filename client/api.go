@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/parleychat/parley/internal/flatjson"
 )
 
 // Sent is a send's outcome.
@@ -42,7 +44,7 @@ func (c *Client) Send(ctx context.Context, a SendArgs) (Sent, error) {
 	err := c.retry(ctx, func() error {
 		raw, err := c.request(ctx, func(ref string) ([]byte, error) {
 			frame.Ref = ref
-			return json.Marshal(&frame)
+			return frame.appendJSON(make([]byte, 0, 64+len(ref)+len(frame.To)+len(frame.Channel)+len(frame.Body)+len(frame.Key))), nil
 		})
 		if err != nil {
 			return err
@@ -60,6 +62,23 @@ type sendFrame struct {
 	Channel string `json:"channel,omitempty"`
 	Body    string `json:"body"`
 	Key     string `json:"key"`
+}
+
+// appendJSON encodes the frame byte for byte as encoding/json does
+// (FuzzSendFrameMatchesEncodingJSON): its reflection was ~1.2 µs of the
+// load tool's ~19 µs a send.
+func (f *sendFrame) appendJSON(b []byte) []byte {
+	b = flatjson.AppendString(append(b, `{"type":`...), f.Type)
+	b = flatjson.AppendString(append(b, `,"ref":`...), f.Ref)
+	if f.To != "" {
+		b = flatjson.AppendString(append(b, `,"to":`...), f.To)
+	}
+	if f.Channel != "" {
+		b = flatjson.AppendString(append(b, `,"channel":`...), f.Channel)
+	}
+	b = flatjson.AppendString(append(b, `,"body":`...), f.Body)
+	b = flatjson.AppendString(append(b, `,"key":`...), f.Key)
+	return append(b, '}')
 }
 
 // retry runs f again while it fails with unavailable, with backoff.

@@ -187,7 +187,7 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 		return nil, fmt.Errorf("hello: unexpected reply %s", raw)
 	}
 	c.mu.Lock()
-	c.link, c.user, c.session, c.node = &link{ws: ws, conn: conn, ctx: c.ctx}, w.User, w.Session, w.Node
+	c.link, c.user, c.session, c.node = &link{ws: ws, conn: conn}, w.User, w.Session, w.Node
 	close(c.up)
 	c.mu.Unlock()
 	return ws, nil

@@ -111,3 +111,20 @@ func BenchmarkDecodeFrame(b *testing.B) {
 		}
 	})
 }
+
+// The send frame encodes itself exactly as encoding/json does.
+func FuzzSendFrameMatchesEncodingJSON(f *testing.F) {
+	f.Add("r1", "bob", "", "hello", "k1")
+	f.Add("", "", "g:team", "<b>&\"q\"\\ é \u2028 \x01", "")
+	f.Add("r", "u", "c", "bad \xff utf-8", "k")
+	f.Fuzz(func(t *testing.T, ref, to, ch, body, key string) {
+		frame := sendFrame{Type: "send", Ref: ref, To: to, Channel: ch, Body: body, Key: key}
+		want, err := json.Marshal(&frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := frame.appendJSON(nil); string(got) != string(want) {
+			t.Fatalf("appendJSON gives %s, encoding/json %s", got, want)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/parleychat/parley/channel"
+	"github.com/parleychat/parley/internal/flatjson"
 )
 
 // Server frames. Each marshals with "type" first, as PROTOCOL.md shows them.
@@ -20,41 +21,26 @@ type messageFrame struct {
 }
 
 func (f messageFrame) appendJSON(b []byte) []byte {
-	b = appendJSONString(append(b, `{"type":`...), f.Type)
-	b = appendJSONString(append(b, `,"channel":`...), f.Channel)
+	b = flatjson.AppendString(append(b, `{"type":`...), f.Type)
+	b = flatjson.AppendString(append(b, `,"channel":`...), f.Channel)
 	b = strconv.AppendUint(append(b, `,"seq":`...), f.Seq, 10)
-	b = appendJSONString(append(b, `,"from":`...), f.From)
-	b = appendJSONString(append(b, `,"body":`...), f.Body)
+	b = flatjson.AppendString(append(b, `,"from":`...), f.From)
+	b = flatjson.AppendString(append(b, `,"body":`...), f.Body)
 	b = strconv.AppendInt(append(b, `,"ts":`...), f.Ts, 10)
-	b = appendJSONString(append(b, `,"key":`...), f.Key)
+	b = flatjson.AppendString(append(b, `,"key":`...), f.Key)
 	return append(b, '}')
 }
 
 func (f sentFrame) appendJSON(b []byte) []byte {
-	b = appendJSONString(append(b, `{"type":`...), f.Type)
+	b = flatjson.AppendString(append(b, `{"type":`...), f.Type)
 	if f.Ref != "" {
-		b = appendJSONString(append(b, `,"ref":`...), f.Ref)
+		b = flatjson.AppendString(append(b, `,"ref":`...), f.Ref)
 	}
-	b = appendJSONString(append(b, `,"channel":`...), f.Channel)
+	b = flatjson.AppendString(append(b, `,"channel":`...), f.Channel)
 	b = strconv.AppendUint(append(b, `,"seq":`...), f.Seq, 10)
 	b = strconv.AppendInt(append(b, `,"ts":`...), f.Ts, 10)
 	b = strconv.AppendBool(append(b, `,"duplicate":`...), f.Duplicate)
 	return append(b, '}')
-}
-
-// appendJSONString appends s quoted as encoding/json quotes it: printable
-// ASCII other than the quote, the backslash and <, > and & (which it
-// escapes for HTML) goes as it is; any other string is left to it.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 func newMessageFrame(m *channel.Message) messageFrame {

@@ -5,6 +5,7 @@
 package flatjson
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -273,4 +274,22 @@ func OtherKey(key []byte, names []string) bool {
 		}
 	}
 	return true
+}
+
+// AppendString appends s quoted as encoding/json quotes it: printable
+// ASCII other than the quote, the backslash and <, > and & (which it
+// escapes for HTML) goes as it is; any other string is left to it. The
+// frames that encode themselves with it (the server's sent and message
+// frames, the client's send) are checked byte for byte against
+// encoding/json by fuzz tests.
+func AppendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
