@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
@@ -45,6 +46,32 @@ type beatTransport struct {
 	beats *beats
 	shard int
 	onHB  atomic.Pointer[func(raft.RPC)] // raft's heartbeat handler
+
+	// The shard's AppendEntries pipelines (append.go).
+	mux       *Mux
+	timeout   time.Duration
+	log       *slog.Logger
+	rpcs      chan raft.RPC // what raft consumes
+	closed    chan struct{}
+	closeOnce sync.Once
+	spawn     func(func()) // runs the streams' goroutines (the node's goRun)
+}
+
+func newBeatTransport(n *Node, nt *raft.NetworkTransport, shard int, timeout time.Duration) *beatTransport {
+	t := &beatTransport{NetworkTransport: nt, beats: n.beats, shard: shard, mux: n.mux, timeout: timeout,
+		log: n.log.With("shard", shard), rpcs: make(chan raft.RPC), closed: make(chan struct{}), spawn: n.goRun}
+	t.spawn(t.pump)
+	t.spawn(t.serveAppends)
+	return t
+}
+
+// Close stops the shard's append streams and the network transport.
+func (t *beatTransport) Close() error {
+	t.closeOnce.Do(func() {
+		close(t.closed)
+		t.appendLayer().Close()
+	})
+	return t.NetworkTransport.Close()
 }
 
 // isHeartbeat is the network transport's own test for a heartbeat. The

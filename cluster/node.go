@@ -291,13 +291,14 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 		}
 		n.log.Info("finished an interrupted snapshot restore", "shard", shard)
 	}
+	const timeout = 10 * time.Second
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  n.mux.Layer(kindRaft, shard),
 		MaxPool: 2,
-		Timeout: 10 * time.Second,
+		Timeout: timeout,
 		Logger:  newHclog(n.log.With("sys", "raft-net", "shard", shard), "raft-net"),
 	})
-	bt := &beatTransport{NetworkTransport: trans, beats: n.beats, shard: shard}
+	bt := newBeatTransport(n, trans, shard, timeout)
 	f := newFSM(shard, sm, n.st, n.busy)
 	// raft reads each entry back just after storing it: the leader to send
 	// it to followers, a follower to apply it. The cache of recent entries
@@ -305,12 +306,12 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 	// 2,000 DMs a second).
 	cached, err := raft.NewLogCache(logCacheEntries, logs)
 	if err != nil {
-		trans.Close()
+		bt.Close()
 		return err
 	}
 	r, err := raft.NewRaft(n.raftConfig(shard), f, cached, logs, snaps, bt)
 	if err != nil {
-		trans.Close()
+		bt.Close()
 		return err
 	}
 	// Only a nudge: a full channel drops the observation, and the one
