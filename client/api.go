@@ -42,15 +42,19 @@ func (c *Client) Send(ctx context.Context, a SendArgs) (Sent, error) {
 	frame := sendFrame{Type: "send", To: a.To, Channel: a.Channel, Body: a.Body, Key: a.Key}
 	var s Sent
 	err := c.retry(ctx, func() error {
-		raw, err := c.request(ctx, func(ref string) ([]byte, error) {
+		r, err := c.exchange(ctx, func(ref string) ([]byte, error) {
 			frame.Ref = ref
 			return frame.appendJSON(make([]byte, 0, 64+len(ref)+len(frame.To)+len(frame.Channel)+len(frame.Body)+len(frame.Key))), nil
 		})
 		if err != nil {
 			return err
 		}
+		if r.sent != nil { // decoded as it was routed
+			s = *r.sent
+			return nil
+		}
 		s = Sent{}
-		return decodeSent(raw, &s)
+		return decodeSent(r.raw, &s)
 	})
 	return s, err
 }

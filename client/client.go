@@ -291,17 +291,21 @@ func (c *Client) readLoop(ws *websocket.Conn) error {
 	}
 }
 
-// serverFrame is the fields of any server frame the client routes by.
+// serverFrame is the fields of any server frame the client routes by,
+// and a sent frame's.
 type serverFrame struct {
 	Event
-	Ref string `json:"ref"`
+	Ref       string `json:"ref"`
+	Duplicate bool   `json:"duplicate"`
 }
 
-// reply is a request's answer: the frame as it came, and whether it is an
-// error frame.
+// reply is a request's answer: the frame as it came, whether it is an
+// error frame, and a sent frame's fields, decoded once (it is every
+// send's answer).
 type reply struct {
 	raw   json.RawMessage
 	isErr bool
+	sent  *Sent
 }
 
 var jsonUnmarshal = json.Unmarshal
@@ -321,7 +325,11 @@ func (c *Client) frame(raw []byte, received time.Time) {
 		delete(c.pending, f.Ref)
 		c.mu.Unlock()
 		if ch != nil {
-			ch <- reply{raw: bytes.Clone(raw), isErr: f.Type == "error"}
+			r := reply{raw: bytes.Clone(raw), isErr: f.Type == "error"}
+			if f.Type == "sent" {
+				r.sent = &Sent{Channel: f.Channel, Seq: f.Seq, Ts: f.Ts, Duplicate: f.Duplicate}
+			}
+			ch <- r
 			return
 		}
 	}
@@ -351,6 +359,12 @@ func (c *Client) Request(ctx context.Context, frame map[string]any) (json.RawMes
 
 // request is Request with the frame encoded by encode, given the ref.
 func (c *Client) request(ctx context.Context, encode func(ref string) ([]byte, error)) (json.RawMessage, error) {
+	r, err := c.exchange(ctx, encode)
+	return r.raw, err
+}
+
+// exchange is request, returning the whole reply.
+func (c *Client) exchange(ctx context.Context, encode func(ref string) ([]byte, error)) (reply, error) {
 	c.mu.Lock()
 	l, up := c.link, c.up
 	c.nextRef++
@@ -363,38 +377,38 @@ func (c *Client) request(ctx context.Context, encode func(ref string) ([]byte, e
 	if l == nil {
 		select { // wait for a reconnect, then let the caller retry
 		case <-up:
-			return nil, &Error{Code: "unavailable", Message: "reconnected: retry"}
+			return reply{}, &Error{Code: "unavailable", Message: "reconnected: retry"}
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return reply{}, ctx.Err()
 		case <-c.done:
-			return nil, ErrClosed
+			return reply{}, ErrClosed
 		}
 	}
 	raw, err := encode(ref)
 	if err != nil {
 		c.forget(ref)
-		return nil, err
+		return reply{}, err
 	}
 	if err := l.write(raw); err != nil {
 		c.forget(ref)
-		return nil, err
+		return reply{}, err
 	}
 	select {
 	case r, ok := <-answer:
 		if !ok {
-			return nil, &Error{Code: "unavailable", Message: "connection lost: retry"}
+			return reply{}, &Error{Code: "unavailable", Message: "connection lost: retry"}
 		}
 		if r.isErr {
 			var e Error
 			if err := json.Unmarshal(r.raw, &e); err != nil {
-				return nil, fmt.Errorf("an error frame that does not decode: %w", err)
+				return reply{}, fmt.Errorf("an error frame that does not decode: %w", err)
 			}
-			return nil, &e
+			return reply{}, &e
 		}
-		return r.raw, nil
+		return r, nil
 	case <-ctx.Done():
 		c.forget(ref)
-		return nil, ctx.Err()
+		return reply{}, ctx.Err()
 	}
 }
 

@@ -6,7 +6,7 @@ import "github.com/parleychat/parley/internal/flatjson"
 // encoding/json as the fallback (FuzzFlatMatchesEncodingJSON).
 
 var frameNames = []string{"type", "channel", "seq", "from", "body", "ts", "key", "user", "status",
-	"added", "removed", "online", "last_seen", "ref"}
+	"added", "removed", "online", "last_seen", "ref", "duplicate"}
 
 // decodeFrame decodes a server frame into f, as json.Unmarshal would.
 func decodeFrame(raw []byte, f *serverFrame) error {
@@ -40,6 +40,8 @@ func decodeFrame(raw []byte, f *serverFrame) error {
 			return flatjson.SetNumber(v, &f.LastSeen, flatjson.ParseInt)
 		case "ref":
 			return v.SetString(&f.Ref)
+		case "duplicate":
+			return v.SetBool(&f.Duplicate)
 		}
 		return flatjson.OtherKey(key, frameNames)
 	})
