@@ -206,7 +206,7 @@ func (p *appendPipeline) readAnswers() {
 		frame, err := readFrame(p.r, nil)
 		var refused error
 		if err == nil {
-			_, refused, err = decodeBeatResponse(frame, f.resp)
+			_, refused, err = decodeAppendResponse(frame, f.resp, "AppendEntries")
 		}
 		if err != nil {
 			p.conn.Close()

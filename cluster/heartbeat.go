@@ -469,8 +469,14 @@ func appendBeatResponse(b []byte, r *raft.AppendEntriesResponse, err error) []by
 // decodeBeatResponse reads one answer into r: itemErr is the peer's refusal
 // of this heartbeat, err a reply that cannot be read any further.
 func decodeBeatResponse(b []byte, r *raft.AppendEntriesResponse) (rest []byte, itemErr, err error) {
+	return decodeAppendResponse(b, r, "heartbeat")
+}
+
+// decodeAppendResponse reads one AppendEntries answer into r, for what
+// (heartbeat, AppendEntries) in its errors.
+func decodeAppendResponse(b []byte, r *raft.AppendEntriesResponse, what string) (rest []byte, itemErr, err error) {
 	if len(b) == 0 {
-		return nil, nil, fmt.Errorf("%w: short heartbeat reply", ErrUnavailable)
+		return nil, nil, fmt.Errorf("%w: short %s reply", ErrUnavailable, what)
 	}
 	status := b[0]
 	b = b[1:]
@@ -479,9 +485,9 @@ func decodeBeatResponse(b []byte, r *raft.AppendEntriesResponse) (rest []byte, i
 		var msg []byte
 		msg, b, ok = bytesField(b, ok)
 		if !ok {
-			return nil, nil, fmt.Errorf("%w: malformed heartbeat reply", ErrUnavailable)
+			return nil, nil, fmt.Errorf("%w: malformed %s reply", ErrUnavailable, what)
 		}
-		return b, fmt.Errorf("heartbeat refused: %s", msg), nil
+		return b, fmt.Errorf("%s refused: %s", what, msg), nil
 	}
 	var flags, version uint64
 	r.Term, b, ok = uvarint(b, ok)
@@ -491,7 +497,7 @@ func decodeBeatResponse(b []byte, r *raft.AppendEntriesResponse) (rest []byte, i
 	r.ID, b, ok = bytesField(b, ok)
 	r.Addr, b, ok = bytesField(b, ok)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: malformed heartbeat reply", ErrUnavailable)
+		return nil, nil, fmt.Errorf("%w: malformed %s reply", ErrUnavailable, what)
 	}
 	r.Success, r.NoRetryBackoff = flags&1 != 0, flags&2 != 0
 	r.ProtocolVersion = raft.ProtocolVersion(version)
