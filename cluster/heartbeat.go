@@ -443,8 +443,9 @@ func (g *group) beat(req *raft.AppendEntriesRequest) (*raft.AppendEntriesRespons
 	}
 }
 
-// A heartbeat answer: 0, term, last log, flags (1 success, 2 no retry
-// backoff), protocol version, id, addr; or 1 and an error text.
+// A heartbeat's answer, and an AppendEntries answer on the append stream:
+// 0, term, last log, flags (1 success, 2 no retry backoff), protocol
+// version, id, addr; or 1 and an error text.
 func appendBeatResponse(b []byte, r *raft.AppendEntriesResponse, err error) []byte {
 	if err != nil {
 		b = append(b, 1)
