@@ -57,9 +57,6 @@ type Options struct {
 func Open(dir string, log *slog.Logger) (*Store, error) { return OpenWith(dir, log, Options{}) }
 
 // OpenWith is Open with options.
-// walMinSyncInterval is the least time between two syncs of the WAL.
-const walMinSyncInterval = 300 * time.Microsecond
-
 func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 128 << 20
@@ -104,17 +101,6 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 	// price of the extra L0 files a read merges. Writes stall only at
 	// three times that.
 	opts.L0CompactionThreshold = 12
-	// A synced commit waits for its fsync, and concurrent ones share it.
-	// At 2,000 DMs a second each message is its own Raft entry, and the
-	// nodes made ~1,050 fdatasyncs a second each at ~69 µs of CPU apiece
-	// (ext4 and the VM's virtio notify): 11% of the machine. Spacing
-	// syncs at least 300 µs apart lets more commits share one. Fresh
-	// clusters, DMs at 2,000/s, two interleaved pairs: the nodes' CPU per
-	// message 554 and 611 µs against 607 and 636, delivery p50 3.8 and
-	// 5.5 ms against 4.3 and 5.7. 1 ms saved more CPU (503-535 µs) but
-	// cost 1-1.5 ms of p50: a commit waits for two syncs in a row (the
-	// leader's log, then the followers').
-	opts.WALMinSyncInterval = func() time.Duration { return walMinSyncInterval }
 	opts.L0StopWritesThreshold = 36
 	var checker io.Closer
 	opts.FS, checker = vfs.WithDiskHealthChecks(vfs.Default, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
