@@ -49,12 +49,11 @@ func (c *Client) Send(ctx context.Context, a SendArgs) (Sent, error) {
 		if err != nil {
 			return err
 		}
-		if r.sent != nil { // decoded as it was routed
-			s = *r.sent
-			return nil
+		if r.sent == nil {
+			return fmt.Errorf("a send answered with %s, not sent", r.raw)
 		}
-		s = Sent{}
-		return decodeSent(r.raw, &s)
+		s = *r.sent // decoded as the read loop routed it
+		return nil
 	})
 	return s, err
 }

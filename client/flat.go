@@ -51,27 +51,3 @@ func decodeFrame(raw []byte, f *serverFrame) error {
 	*f = serverFrame{}
 	return jsonUnmarshal(raw, f)
 }
-
-var sentNames = []string{"channel", "seq", "ts", "duplicate"}
-
-// decodeSent decodes a sent reply, as json.Unmarshal would.
-func decodeSent(raw []byte, s *Sent) error {
-	ok := flatjson.Decode(raw, func(key []byte, v *flatjson.Value) bool {
-		switch string(key) {
-		case "channel":
-			return v.SetString(&s.Channel)
-		case "seq":
-			return flatjson.SetNumber(v, &s.Seq, flatjson.ParseUint)
-		case "ts":
-			return flatjson.SetNumber(v, &s.Ts, flatjson.ParseInt)
-		case "duplicate":
-			return v.SetBool(&s.Duplicate)
-		}
-		return flatjson.OtherKey(key, sentNames)
-	})
-	if ok {
-		return nil
-	}
-	*s = Sent{}
-	return jsonUnmarshal(raw, s)
-}
