@@ -57,16 +57,19 @@ func (n *Node) raftTimeouts(hurried bool) (heartbeat, election time.Duration) {
 	return heartbeat, max(n.cfg.ElectionTimeout, heartbeat)
 }
 
-// detectLoop checks the shards this node follows until the node stops.
+// detectLoop checks the shards this node follows every quarter heartbeat
+// timeout, on the heartbeat rounds' ticks (nextTick), until the node stops.
 func (n *Node) detectLoop() {
-	tick := time.NewTicker(n.cfg.HeartbeatTimeout / 4)
-	defer tick.Stop()
+	every := n.cfg.HeartbeatTimeout / 4
+	timer := time.NewTimer(time.Until(nextTick(time.Now(), every)))
+	defer timer.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
-		case <-tick.C:
+		case <-timer.C:
 		}
+		timer.Reset(time.Until(nextTick(time.Now(), every)))
 		for _, g := range n.groups {
 			n.detect(g)
 		}

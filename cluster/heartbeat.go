@@ -192,8 +192,19 @@ func (b *beats) send(addr string, shard int, req *raft.AppendEntriesRequest, res
 	}
 }
 
-// run sends the peer's waiting heartbeats, one round per interval unless a
-// leadership check is waiting, until the node stops.
+// nextTick is the first multiple of d after t, counted from the zero time:
+// the same instants in every process with the same clock. The rounds to
+// every peer go on it, the peers' rounds to this node arrive on it, and the
+// detect loop runs on it, so an idle node wakes once for all of them
+// rather than once for each (each wake-up of an idle process costs about
+// as much as the work it wakes for).
+func nextTick(t time.Time, d time.Duration) time.Time {
+	return t.Truncate(d).Add(d)
+}
+
+// run sends the peer's waiting heartbeats, one round per interval (on the
+// interval's ticks) unless a leadership check is waiting, until the node
+// stops.
 func (b *beats) run(addr string, p *beatPeer) {
 	var last time.Time
 	timer := time.NewTimer(0)
@@ -210,7 +221,7 @@ func (b *beats) run(addr string, p *beatPeer) {
 				return
 			}
 		}
-		for wait := b.interval - time.Since(last); wait > 0 && !p.hasUrgent(b); wait = b.interval - time.Since(last) {
+		for wait := time.Until(nextTick(last, b.interval)); wait > 0 && !p.hasUrgent(b); wait = time.Until(nextTick(last, b.interval)) {
 			timer.Reset(wait)
 			select {
 			case <-timer.C:
