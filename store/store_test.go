@@ -279,3 +279,43 @@ func TestCloseWaitsForBackground(t *testing.T) {
 	}
 	s.Background(func(<-chan struct{}) { t.Error("ran after Close") })
 }
+
+// The compaction scheduler has no timer: a compaction that waits is granted
+// when the running one is done. L0 must still come back under its
+// threshold once flushes pile files up past it, and every key stays
+// readable.
+func TestCompactionsRunWithoutTimer(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	db := s.DB()
+	const flushes = 30 // past the threshold (12), short of the stop (36)
+	for f := range flushes {
+		b := db.NewBatch()
+		for i := range 200 {
+			b.Set(fmt.Appendf(nil, "k%03d-%04d", i, f), []byte("value"), nil)
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := db.Metrics()
+		if m.Levels[0].TablesCount < 12 && m.Compact.Count > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("L0 holds %d files after %d compactions", m.Levels[0].TablesCount, m.Compact.Count)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for f := range flushes {
+		k := fmt.Appendf(nil, "k%03d-%04d", 199, f)
+		if _, err := s.get(k); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+}
