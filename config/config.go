@@ -56,8 +56,8 @@ type Process struct {
 	// for an expired timer, so that close wake-ups become one (Linux; 0
 	// keeps the kernel's 50 µs). An idle node is mostly timers.
 	TimerSlack Duration `toml:"timer_slack"`
-	// IdleAfter is how long the node goes without a client frame, a
-	// committed entry or a read before it runs on one CPU thread
+	// IdleAfter is how long the node goes without a client connection or
+	// frame, a committed entry or a read before it runs on one CPU thread
 	// (GOMAXPROCS 1) until the next one; 0 keeps all of them.
 	IdleAfter Duration `toml:"idle_after"`
 }

@@ -73,6 +73,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept has answered the request
 	}
+	// A new session is work, hello and all: a node that has gone down to
+	// one P (internal/idleprocs) takes its clients' connecting on all of
+	// them, not only their first frame after the hello.
+	h.busy()
 	ws.SetReadLimit(int64(h.opt.MaxFrame))
 	go func() {
 		user, ok := h.hello(ws)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/parleychat/parley/channel"
 	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/internal/testutil"
@@ -32,14 +33,25 @@ func TestIdleNodeRunsOnOneProc(t *testing.T) {
 	s := servertest.Start(t, cfg)
 	testutil.Eventually(t, 20*time.Second, procs(1))
 
+	// A connection is work before its first frame: a node that took a
+	// crowd's connecting and hellos on one P was still behind when their
+	// first messages came.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+s.HTTPAddr()+"/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, procs(2))
+	ws.CloseNow()
+	testutil.Eventually(t, 20*time.Second, procs(1))
+
 	c := dialOn(t, s, "alice") // its hello is a frame
 	testutil.Eventually(t, 5*time.Second, procs(2))
 	c.Close()
 	testutil.Eventually(t, 20*time.Second, procs(1))
 
 	// A committed entry, with no client frame on this node.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if _, err := s.Service.Send(ctx, channel.SendRequest{From: "alice", To: "bob", Body: "hi", Key: "k1"}); err != nil {
 		t.Fatal(err)
 	}
