@@ -374,9 +374,7 @@ func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
 	run := fmt.Sprintf("%x", rand.Uint32())
 	for i := range n {
 		at := start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
-		if d := time.Until(at); d > 0 {
-			time.Sleep(d) // the schedule, not the acks, sets the pace: open loop
-		}
+		sleepUntil(at) // the schedule, not the acks, sets the pace: open loop
 		// Conversations are fixed pairs (2k, 2k+1), as in a real chat
 		// where people keep talking to the same few others.
 		from := rand.IntN(len(users) / 2 * 2)
@@ -590,7 +588,7 @@ func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
 	var keys []string
 	for i := range n {
 		at := start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))
-		time.Sleep(time.Until(at))
+		sleepUntil(at)
 		key := fmt.Sprintf("g%x-%d", rand.Uint32(), i)
 		keys = append(keys, key)
 		scheduled.Store(key, at)

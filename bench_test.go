@@ -81,3 +81,16 @@ func TestBenchConnsProcesses(t *testing.T) {
 		return nil
 	})
 }
+
+// sleepUntil never returns before its time (a send that went early would
+// understate the latency measured from its schedule), and returns for a
+// time that has passed.
+func TestSleepUntilNeverEarly(t *testing.T) {
+	for _, d := range []time.Duration{-time.Second, 0, 50 * time.Microsecond, 700 * time.Microsecond, 3 * time.Millisecond} {
+		at := time.Now().Add(d)
+		sleepUntil(at)
+		if now := time.Now(); now.Before(at) {
+			t.Fatalf("sleepUntil(now%+v) returned %v early", d, at.Sub(now))
+		}
+	}
+}
