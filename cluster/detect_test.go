@@ -3,6 +3,7 @@ package cluster
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -28,6 +29,28 @@ func TestCampaignOrderSpreadsShards(t *testing.T) {
 	for _, v := range voters {
 		if first[v] < 12 { // a third is 21
 			t.Errorf("%s comes first for %d of 64 shards (all: %v)", v, first[v], first)
+		}
+	}
+}
+
+// Heartbeat rounds and the detect loop go on the same instants in every
+// process: the next multiple of the interval since the zero time.
+func TestNextTickIsSharedAndAhead(t *testing.T) {
+	const d = 250 * time.Millisecond
+	base := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, off := range []time.Duration{0, time.Nanosecond, 100 * time.Millisecond, d - time.Nanosecond, d, 7*d + 3} {
+		at := base.Add(off)
+		next := nextTick(at, d)
+		if !next.After(at) || next.Sub(at) > d {
+			t.Fatalf("nextTick(+%v) = +%v: not within (t, t+d]", off, next.Sub(base))
+		}
+		if next.Sub(base)%d != 0 {
+			t.Fatalf("nextTick(+%v) = +%v: not on the grid", off, next.Sub(base))
+		}
+		// Another process reading the clock a little later in the same
+		// interval wakes at the same instant.
+		if later := at.Add(next.Sub(at) / 2); !nextTick(later, d).Equal(next) {
+			t.Fatalf("nextTick(+%v) and nextTick(+%v) differ", off, later.Sub(base))
 		}
 	}
 }
