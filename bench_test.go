@@ -30,7 +30,9 @@ func TestBenchRuns(t *testing.T) {
 		check func(r benchResult) bool
 	}{
 		{[]string{"--users", "10", "--rate", "100", "--duration", "1s", "dm"},
-			func(r benchResult) bool { return r.Sent == 100 && r.Delivery != nil && r.Delivery.N == 100 }},
+			func(r benchResult) bool {
+				return r.Sent == 100 && r.Delivery != nil && r.Delivery.N == 100 && r.Undelivered == 0
+			}},
 		{[]string{"--senders", "4", "--duration", "1s", "throughput"},
 			func(r benchResult) bool { return r.Sent > 0 && r.Ack != nil }},
 		{[]string{"--members", "20", "--rate", "5", "--duration", "1s", "group"},

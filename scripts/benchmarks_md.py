@@ -16,7 +16,10 @@ def cmd(name):
 def lat(l, key="p50"):
     return "-" if not l else "%.1f" % l.get(key, 0)
 def errors(r):
-    return ", ".join(f"{k}: {v}" for k, v in sorted(r["errors_by_code"].items())) or "none"
+    out = [f"{k}: {v}" for k, v in sorted(r["errors_by_code"].items())]
+    if r.get("undelivered"):
+        out.append(f"undelivered: {r['undelivered']}")
+    return ", ".join(out) or "none"
 
 rates = sorted(int(re.search(r"dm-(\d+)\.json$", p).group(1)) for p in glob.glob(os.path.join(out, "dm-*.json")))
 cores = os.cpu_count()
