@@ -39,6 +39,7 @@ const postQueue = 16384
 type postItem struct {
 	kind string
 	body []byte
+	done func() // if set: called once written to the stream, or lost
 }
 
 type postLink struct {
@@ -47,7 +48,13 @@ type postLink struct {
 
 // Post queues body for kind's handler on node. It reports false when the
 // message was dropped: the node is unknown or its queue is full.
-func (n *Node) Post(node, kind string, body []byte) bool {
+func (n *Node) Post(node, kind string, body []byte) bool { return n.PostThen(node, kind, body, nil) }
+
+// PostThen is Post, and calls done once the message has been written to
+// node's stream (flushed to the socket, so the peer has it unless the
+// connection fails), or was lost on the way. done is not called when
+// PostThen reports false.
+func (n *Node) PostThen(node, kind string, body []byte, done func()) bool {
 	meta, ok := n.members.meta(node)
 	if !ok {
 		return false
@@ -61,7 +68,7 @@ func (n *Node) Post(node, kind string, body []byte) bool {
 	}
 	n.postsMu.Unlock()
 	select {
-	case l.q <- postItem{kind: kind, body: body}:
+	case l.q <- postItem{kind: kind, body: body, done: done}:
 		return true
 	default:
 		return false
@@ -74,7 +81,11 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 	var c net.Conn
 	var w *bufio.Writer
 	var frame []byte
+	var dones []func() // of the items in the write under way
 	write := func(it postItem) error {
+		if it.done != nil {
+			dones = append(dones, it.done)
+		}
 		frame = appendPost(frame[:0], it.kind, it.body)
 		_, err := w.Write(frame)
 		return err
@@ -95,6 +106,9 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 			var err error
 			if c, err = n.dialPost(peerAddr); err != nil {
 				n.log.Debug("post stream", "peer", peerAddr, "err", err)
+				if it.done != nil {
+					it.done()
+				}
 				continue // this message is lost; the next one dials again
 			}
 			w = bufio.NewWriterSize(deadlineWriter{c, 5 * time.Second}, 64<<10)
@@ -108,6 +122,10 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 		if err == nil {
 			err = w.Flush()
 		}
+		for _, done := range dones {
+			done()
+		}
+		dones = dones[:0]
 		if err != nil {
 			n.log.Debug("post stream broke", "peer", peerAddr, "err", err)
 			c.Close()

@@ -78,8 +78,9 @@ type Hub struct {
 	cluster Cluster  // nil for a hub on its own (tests of a lone node)
 	dir     directory
 
-	dirMu                 sync.Mutex // guards dirOnline, dirOffline
+	dirMu                 sync.Mutex // guards dirOnline, dirOffline, dirSent
 	dirOnline, dirOffline []string
+	dirSent               chan struct{} // closed once the deltas gathering now are posted; nil when none are
 	dirPoke               chan struct{}
 
 	slowCloses, idleCloses, rateLimited, delivered, peerDrops atomic.Int64

@@ -92,6 +92,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 			ws.Close(CloseTooManySession, "too many sessions for this user, or the node is closing")
 			return
 		}
+		h.waitDirectory() // live from the welcome, on every node
 		s.enqueue(encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID}))
 		// Checking the token grew this goroutine's stack; the session reads
 		// on a fresh one, which stays small while the session is idle.

@@ -577,3 +577,23 @@ func TestMembersForTypingFromEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// A session is live from its welcome: a DM committed after the recipient's
+// welcome is pushed to it, whichever node leads the DM's shard, without
+// waiting for the directory to learn about it first.
+func TestPushedFromWelcome(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	ctx := context.Background()
+	for i := range 12 {
+		user := fmt.Sprintf("newcomer%d", i)
+		c := dialOn(t, nodes[1+i%2], user) // returns once welcomed
+		sent, err := nodes[0].Service.Send(ctx, channel.SendRequest{From: "alice", To: user, Body: "welcome aboard", Key: user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := waitEvent(t, c, "message"); ev.Seq != sent.Seq || ev.Body != "welcome aboard" {
+			t.Fatalf("%s got %+v", user, ev)
+		}
+		c.Close()
+	}
+}
