@@ -49,3 +49,38 @@ func TestPostStreamInOrderAndRedialed(t *testing.T) {
 		}
 	}
 }
+
+// PostThen's done comes once the message is in the stream (the handler
+// may run any time after), and also when it is lost: its stream cut, and
+// none to be dialed.
+func TestPostThenCallsDone(t *testing.T) {
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	defer tn.close(t)
+	got := make(chan string, 1)
+	tn.SetMessageHandler("note", func(from string, body []byte) error {
+		got <- string(body)
+		return nil
+	})
+	sender := forwarder(t)
+	l := &postLink{q: make(chan postItem, postQueue)}
+	sender.goRun(func() { sender.runPostLink(tn.PeerAddr(), l) })
+	done := make(chan struct{})
+	l.q <- postItem{kind: "note", body: []byte("hi"), done: func() { close(done) }}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("done was not called for a written message")
+	}
+	if m := <-got; m != "hi" {
+		t.Fatalf("the handler got %q", m)
+	}
+
+	sender.mux.Block(func(string) bool { return true }) // cuts the stream; no new one
+	lost := make(chan struct{})
+	l.q <- postItem{kind: "note", body: []byte("lost"), done: func() { close(lost) }}
+	select {
+	case <-lost:
+	case <-time.After(20 * time.Second):
+		t.Fatal("done was not called for a lost message")
+	}
+}
