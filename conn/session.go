@@ -87,13 +87,20 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		s = &Session{id: newSessionID(), user: user, hub: h, ws: ws, conn: up.conn, ctx: ctx, cancel: cancel,
 			out: outQueue{max: h.opt.SendQueue}, watching: map[string]struct{}{}, pingSlot: h.pingSeq.Add(1) % pingSlots}
 		s.lastSeen.Store(time.Now().UnixNano())
+		// The welcome is the first frame, and leaves once every node can
+		// push to the session (waitDirectory). It goes into the queue
+		// before the session is registered, with the writer held (marked
+		// running, started below), so what is pushed meanwhile queues
+		// behind it.
+		s.out.items = []outFrame{{b: encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID})}}
+		s.out.writing = true
 		if !h.register(s) {
 			cancel()
 			ws.Close(CloseTooManySession, "too many sessions for this user, or the node is closing")
 			return
 		}
-		h.waitDirectory() // live from the welcome, on every node
-		s.enqueue(encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID}))
+		h.waitDirectory()
+		go s.writeQueued()
 		// Checking the token grew this goroutine's stack; the session reads
 		// on a fresh one, which stays small while the session is idle.
 		go s.run()
