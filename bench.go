@@ -293,8 +293,8 @@ func connectUsers(ctx context.Context, o benchOpts, users []string, onEvent func
 			tok, _, _ := issuer.Mint(u)
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := client.Dial(dctx, o.servers[i%len(o.servers)], client.Options{Token: tok, NoSync: true,
-				OnEvent: func(ev client.Event) {
+			c, err := client.Dial(dctx, o.servers[i%len(o.servers)], client.Options{Token: tok, NoSync: true, InlineEvents: true,
+				OnEvent: func(ev client.Event) { // quick, and never waits for a reply (InlineEvents)
 					if ev.Type == "message" && onEvent != nil {
 						onEvent(u, ev)
 					}

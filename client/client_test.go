@@ -156,13 +156,20 @@ func TestReconnectSyncsWithoutGapsOrDuplicates(t *testing.T) {
 }
 
 // With OnEvent, events come to the callback in order, large frames among
-// them (the read buffer is reused between frames), and not to Events.
+// them (the read buffer is reused between frames), and not to Events;
+// the same with InlineEvents, on the read loop.
 func TestOnEventGetsEventsInOrder(t *testing.T) {
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprint("inline=", inline), func(t *testing.T) { testOnEventInOrder(t, inline) })
+	}
+}
+
+func testOnEventInOrder(t *testing.T, inline bool) {
 	cfg := servertest.Config(t.TempDir())
 	srv := servertest.Start(t, cfg)
 	base, ctx := "http://"+srv.HTTPAddr(), context.Background()
 	got := make(chan client.Event, 100)
-	bob := dial(t, base, client.Options{Token: token(t, cfg, "bob"), OnEvent: func(ev client.Event) {
+	bob := dial(t, base, client.Options{Token: token(t, cfg, "bob"), NoSync: inline, InlineEvents: inline, OnEvent: func(ev client.Event) {
 		if ev.Type == "message" {
 			got <- ev
 		}
@@ -188,5 +195,25 @@ func TestOnEventGetsEventsInOrder(t *testing.T) {
 	case ev := <-bob.Events():
 		t.Fatalf("Events got %+v although OnEvent is set", ev)
 	default:
+	}
+}
+
+// InlineEvents needs OnEvent and NoSync, and no Reconnect: otherwise there
+// would be gap filling or a resync to order the events with.
+func TestInlineEventsNeedsNoSync(t *testing.T) {
+	cfg := servertest.Config(t.TempDir())
+	srv := servertest.Start(t, cfg)
+	base := "http://" + srv.HTTPAddr()
+	on := func(client.Event) {}
+	for _, o := range []client.Options{
+		{InlineEvents: true, NoSync: true},
+		{InlineEvents: true, OnEvent: on},
+		{InlineEvents: true, OnEvent: on, NoSync: true, Reconnect: true},
+	} {
+		o.Token = token(t, cfg, "bob")
+		if c, err := client.Dial(context.Background(), base, o); err == nil {
+			c.Close()
+			t.Fatalf("Dial accepted %+v", o)
+		}
 	}
 }
