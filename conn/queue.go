@@ -29,6 +29,16 @@ func (q *outQueue) push(f outFrame) (start, ok bool) {
 	return start, true
 }
 
+// hold queues f as the first frame of a queue no writer has started on,
+// and marks the writer running: what is pushed from here on queues behind
+// f, and the caller starts the writer when f may leave.
+func (q *outQueue) hold(f outFrame) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.items = append([]outFrame{f}, q.items...)
+	q.writing = true
+}
+
 // takeOrIdle removes and returns every queued frame, or nil (and marks the
 // writer gone) when there is none.
 func (q *outQueue) takeOrIdle() []outFrame {

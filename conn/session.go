@@ -88,12 +88,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 			out: outQueue{max: h.opt.SendQueue}, watching: map[string]struct{}{}, pingSlot: h.pingSeq.Add(1) % pingSlots}
 		s.lastSeen.Store(time.Now().UnixNano())
 		// The welcome is the first frame, and leaves once every node can
-		// push to the session (waitDirectory). It goes into the queue
-		// before the session is registered, with the writer held (marked
-		// running, started below), so what is pushed meanwhile queues
-		// behind it.
-		s.out.items = []outFrame{{b: encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID})}}
-		s.out.writing = true
+		// push to the session (waitDirectory). It is queued before the
+		// session is registered, with the writer held until then, so what
+		// is pushed meanwhile queues behind it.
+		s.out.hold(outFrame{b: encode(welcomeFrame{Type: "welcome", User: user, Session: s.id, Node: h.opt.NodeID})})
 		if !h.register(s) {
 			cancel()
 			ws.Close(CloseTooManySession, "too many sessions for this user, or the node is closing")
