@@ -64,23 +64,21 @@ func TestPostThenCallsDone(t *testing.T) {
 	sender := forwarder(t)
 	l := &postLink{q: make(chan postItem, postQueue)}
 	sender.goRun(func() { sender.runPostLink(tn.PeerAddr(), l) })
-	done := make(chan struct{})
-	l.q <- postItem{kind: "note", body: []byte("hi"), done: func() { close(done) }}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("done was not called for a written message")
+	// post queues body and waits for its done.
+	post := func(body, what string) {
+		t.Helper()
+		done := make(chan struct{})
+		l.q <- postItem{kind: "note", body: []byte(body), done: func() { close(done) }}
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("done was not called for a %s message", what)
+		}
 	}
+	post("hi", "written")
 	if m := <-got; m != "hi" {
 		t.Fatalf("the handler got %q", m)
 	}
-
 	sender.mux.Block(func(string) bool { return true }) // cuts the stream; no new one
-	lost := make(chan struct{})
-	l.q <- postItem{kind: "note", body: []byte("lost"), done: func() { close(lost) }}
-	select {
-	case <-lost:
-	case <-time.After(20 * time.Second):
-		t.Fatal("done was not called for a lost message")
-	}
+	post("lost", "lost")
 }
