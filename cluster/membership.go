@@ -42,6 +42,8 @@ type membership struct {
 	log  *slog.Logger
 	addr string // the gossip address bound
 
+	leaving sync.WaitGroup // memberlist's wait in leave, which may outlast it
+
 	mu       sync.Mutex // guards the fields below
 	self     nodeMeta
 	nodes    map[string]*memberState
@@ -55,6 +57,8 @@ type MembershipConfig struct {
 	Join      []string
 	SecretKey []byte // memberlist's gossip encryption key (16, 24 or 32 bytes), or nil
 	Fast      bool   // short probe timers, for tests on loopback
+
+	tweak func(*memberlist.Config) // for tests: changes memberlist's configuration last
 }
 
 func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*membership, error) {
@@ -84,6 +88,9 @@ func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*memb
 	mc.Events = (*mlEvents)(m)
 	mc.Alive = (*mlAlive)(m)
 	mc.Logger = slog.NewLogLogger(log.With("sys", "memberlist").Handler(), slog.LevelDebug)
+	if c.tweak != nil {
+		c.tweak(mc)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("gossip on %s: %w", c.Bind, err)
@@ -249,8 +256,38 @@ func (m *membership) list() []MemberInfo {
 	return out
 }
 
-func (m *membership) leave(timeout time.Duration) error { return m.ml.Leave(timeout) }
-func (m *membership) shutdown() error                   { return m.ml.Shutdown() }
+// leave tells the other members this node is going: it waits until the
+// word has gone out to them, at most timeout, and no longer once none of
+// them is left alive to take it. When a whole cluster stops at once, the
+// last node's broadcast may have been queued while the others were still
+// there; memberlist then waits out its whole timeout (5 s for make
+// cluster's Ctrl-C) for a gossip round that has nobody to go to. The wait
+// left behind ends by itself at the timeout.
+func (m *membership) leave(timeout time.Duration) error {
+	done := make(chan error, 1)
+	m.leaving.Add(1)
+	go func() {
+		defer m.leaving.Done()
+		done <- m.ml.Leave(timeout)
+	}()
+	tick := time.NewTicker(leavePoll)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if !slices.ContainsFunc(m.alive(), func(name string) bool { return name != m.ml.LocalNode().Name }) {
+				return nil
+			}
+		}
+	}
+}
+
+// leavePoll is how often leave looks for members still alive.
+const leavePoll = 50 * time.Millisecond
+
+func (m *membership) shutdown() error { return m.ml.Shutdown() }
 
 // memberlist's callbacks.
 
