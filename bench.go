@@ -410,6 +410,12 @@ func benchDM(ctx context.Context, o benchOpts) (benchResult, error) {
 		Undelivered: max(0, rec.acked.Load()-rec.got.Load())}, nil
 }
 
+// errorPause is how long a closed-loop sender or reader waits after a
+// refusal before it tries again, as a client would: one that retried at
+// once spun on a shard that was electing a leader, counting an error each
+// time, and loaded the nodes that were recovering.
+const errorPause = 50 * time.Millisecond
+
 func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
 	users := userNames("tp", o.senders)
 	rec := newRecorder()
@@ -446,6 +452,7 @@ func benchThroughput(ctx context.Context, o benchOpts) (benchResult, error) {
 							fmt.Fprintf(os.Stderr, "parley: bench: %s's session ended: %v\n", users[i], c.Err())
 							return
 						}
+						time.Sleep(errorPause)
 						continue
 					}
 					rec.ackAt(time.Since(t0))
@@ -528,6 +535,7 @@ func benchHistory(ctx context.Context, o benchOpts) (benchResult, error) {
 					if errors.Is(err, client.ErrClosed) {
 						return
 					}
+					time.Sleep(errorPause)
 					continue
 				}
 				if want := min(int(before)-1, page); len(p.Messages) != want {
