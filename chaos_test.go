@@ -136,6 +136,9 @@ func TestChaos(t *testing.T) {
 	}()
 	waitReady := func(n *chaosNode) {
 		testutil.Eventually(t, 30*time.Second, func() error {
+			if err := n.p.exited(); err != nil {
+				t.Fatalf("%s ended: %v\n%s", n.name, err, tailFile(n.data+".log", 2000))
+			}
 			resp, err := http.Get("http://" + n.http + "/readyz")
 			if err != nil {
 				return err
@@ -246,15 +249,6 @@ func TestChaos(t *testing.T) {
 	for _, n := range nodes {
 		auditDisk(t, n.name, n.data, acks)
 	}
-}
-
-func freePortOn(t *testing.T, host string) string {
-	ln, err := netListen(host + ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // auditDisk checks one stopped node's own copy of every channel.

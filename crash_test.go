@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -31,13 +32,32 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+func freePort(t *testing.T) string { return freePortOn(t, "127.0.0.1") }
+
+// freePortOn returns host:port with the port free for TCP and UDP (a node
+// gossips on both), taken below the kernel's ephemeral range: a port from
+// that range (a listener on :0) could be handed to another connection's
+// local end, or to another test binary's :0, before the node binds it, or
+// while it restarts; a node that cannot bind exits, and the test saw only
+// "connection refused" until it gave up.
+func freePortOn(t *testing.T, host string) string {
+	t.Helper()
+	for range 1000 {
+		addr := net.JoinHostPort(host, strconv.Itoa(10000+rand.IntN(22000)))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no free port on %s", host)
+	return ""
 }
 
 // proc is one parley serve process.
@@ -52,7 +72,7 @@ const crashSecret = "crash-test-secret-0123456789"
 func startProc(t *testing.T, bin, data, httpAddr, peer string, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--data", data, "--http", httpAddr, "--peer", peer, "--node", "n1", "--log-level", "warn",
-		"--gossip", gossipAddrFor(data))
+		"--gossip", gossipAddrFor(t, data))
 	cmd.Env = append(os.Environ(), "PARLEY_AUTH_SECRET="+crashSecret, "PARLEY_CLUSTER_SHARDS=8",
 		"PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=100ms", "PARLEY_CLUSTER_ELECTION_TIMEOUT=100ms",
 		"PARLEY_LIMITS_RATE=100000", "PARLEY_LIMITS_BURST=100000")
@@ -73,12 +93,35 @@ func startProc(t *testing.T, bin, data, httpAddr, peer string, env ...string) *p
 				return p
 			}
 		}
+		if err := p.exited(); err != nil {
+			t.Fatalf("node on %s ended before it was ready: %v\n%s", httpAddr, err, tailFile(logf.Name(), 2000))
+		}
 		if time.Now().After(deadline) {
 			p.kill()
 			t.Fatalf("node on %s not ready after 20s", httpAddr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// exited returns how the process ended, or nil while it runs.
+func (p *proc) exited() error {
+	select {
+	case err := <-p.done:
+		p.done <- err // for kill
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		return err
+	default:
+		return nil
+	}
+}
+
+// tailFile returns the last n bytes of a file (a node's log).
+func tailFile(path string, n int) []byte {
+	b, _ := os.ReadFile(path)
+	return tail(b, n)
 }
 
 func (p *proc) kill() {
@@ -197,19 +240,15 @@ func fetchAll(t *testing.T, c *client.Client, ch string) []client.Message {
 	}
 }
 
-func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
-
 // gossipAddrFor gives a lone test node a gossip port of its own, kept
 // across its restarts.
 var gossipAddrs sync.Map
 
-func gossipAddrFor(data string) string {
+func gossipAddrFor(t *testing.T, data string) string {
 	if a, ok := gossipAddrs.Load(data); ok {
 		return a.(string)
 	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freePortOn(t, "127.0.0.1")
 	gossipAddrs.Store(data, addr)
 	return addr
 }
