@@ -215,3 +215,71 @@ func TestBrowserChat(t *testing.T) {
 	alice.waitText("#members", "alive")
 	alice.screenshot("status.png")
 }
+
+// shown reports which of the page's two panes are displayed.
+func (b *browser) shown() (list, chat bool) {
+	b.t.Helper()
+	js := `["#app .sidebar", "#app .chat"].map(s => getComputedStyle(document.querySelector(s)).display != "none")`
+	got, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]bool](js))
+	if err != nil || len(got) != 2 {
+		b.t.Fatalf("panes: %v %v", got, err)
+	}
+	return got[0], got[1]
+}
+
+// fits fails the test if the page, or its list of messages, is wider than
+// the window: a phone would scroll sideways.
+func (b *browser) fits(when string) {
+	b.t.Helper()
+	js := `["html", "#app", "#channels", "#messages"].map(s => document.querySelector(s)).
+		filter(e => e.scrollWidth > e.clientWidth || e.getBoundingClientRect().right > window.innerWidth + 1).
+		map(e => e.id || e.tagName)`
+	wide, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](js))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if len(wide) > 0 {
+		b.t.Fatalf("%s: wider than the window: %v", when, wide)
+	}
+}
+
+// On a phone-sized window the page shows one pane at a time: the list of
+// conversations, then the open one with a way back; nothing is wider than
+// the window, not even a message with a word longer than the screen.
+func TestBrowserPhone(t *testing.T) {
+	cfg := servertest.Config(t.TempDir())
+	cfg.HTTP = freeAddr(t)
+	servertest.Start(t, cfg)
+	base := "http://" + cfg.HTTP
+	phone, other := newBrowser(t), newBrowser(t)
+	// A phone's screen, touch and all (headless Chromium's window is at
+	// least 500 pixels wide).
+	phone.run("a phone's screen", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	phone.register(base, "dana")
+	other.register(base, "erin")
+	if list, chat := phone.shown(); !list || chat {
+		t.Fatalf("after login: list shown %v, conversation shown %v; want only the list", list, chat)
+	}
+	phone.fits("the list")
+	if w, err := chromedp.Run(phone.ctx, chromedp.Evaluate[int](`window.innerWidth`)); err != nil || w != 390 {
+		t.Fatalf("the phone's window is %d pixels wide (%v), want 390", w, err)
+	}
+
+	phone.run("open a dm", chromedp.SendKeys(chromedp.ID("#new-dm-user"), "erin\r"))
+	if list, chat := phone.shown(); list || !chat {
+		t.Fatalf("in a conversation: list shown %v, conversation shown %v; want only the conversation", list, chat)
+	}
+	phone.sendMessage("hello from a phone, with a link https://example.com/" + strings.Repeat("a", 120))
+	phone.waitTick("delivered")
+	other.run("open the dm", chromedp.Click(chromedp.CSS(`#channels li[data-channel="dm:dana:erin"]`)))
+	other.sendMessage("hi dana")
+	phone.waitText("#messages", "hi dana")
+	phone.fits("a conversation")
+	phone.screenshot("chat-phone.png")
+
+	phone.run("back", chromedp.Click(chromedp.ID("#back")))
+	if list, chat := phone.shown(); !list || chat {
+		t.Fatalf("after back: list shown %v, conversation shown %v; want only the list", list, chat)
+	}
+	phone.waitText("#channels", "erin")
+}
