@@ -270,6 +270,7 @@ func (m *membership) leave(timeout time.Duration) error {
 		defer m.leaving.Done()
 		done <- m.ml.Leave(timeout)
 	}()
+	self := m.ml.LocalNode().Name
 	tick := time.NewTicker(leavePoll)
 	defer tick.Stop()
 	for {
@@ -277,7 +278,7 @@ func (m *membership) leave(timeout time.Duration) error {
 		case err := <-done:
 			return err
 		case <-tick.C:
-			if !slices.ContainsFunc(m.alive(), func(name string) bool { return name != m.ml.LocalNode().Name }) {
+			if !slices.ContainsFunc(m.alive(), func(name string) bool { return name != self }) {
 				return nil
 			}
 		}
