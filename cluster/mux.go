@@ -234,6 +234,13 @@ func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, 
 	}
 	c := &trackedConn{Conn: raw, m: l.mux}
 	l.mux.mu.Lock()
+	// Checked again: a Block while we dialed did not see this connection
+	// to cut it.
+	if l.mux.blocked != nil && l.mux.blocked(string(addr)) {
+		l.mux.mu.Unlock()
+		raw.Close()
+		return nil, fmt.Errorf("peer %s: unreachable (partitioned)", addr)
+	}
 	l.mux.dialed[c] = string(addr)
 	l.mux.mu.Unlock()
 	c.SetWriteDeadline(time.Now().Add(timeout))

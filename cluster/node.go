@@ -681,6 +681,10 @@ func (n *Node) Close() error {
 	}
 	close(n.stop)
 	n.cancel()
+	// Nothing goes out from here on, and what is in flight fails at once:
+	// raft's shutdown waits for its RPCs, and one to a frozen peer waits
+	// out the transport's timeout.
+	n.mux.Block(func(string) bool { return true })
 	var errs []error
 	if n.members != nil {
 		errs = append(errs, n.members.shutdown())
@@ -688,8 +692,15 @@ func (n *Node) Close() error {
 	if n.rpcSrv != nil {
 		n.rpcSrv.Close()
 	}
-	for _, g := range n.groups {
-		if err := g.raft.Shutdown().Error(); err != nil {
+	// Every group at once: a group's shutdown waits for its RPCs in
+	// flight, up to the transport's timeout when a peer is frozen, and one
+	// group after another those waits added up past drain's 30 s.
+	stopped := make([]raft.Future, len(n.groups))
+	for i, g := range n.groups {
+		stopped[i] = g.raft.Shutdown()
+	}
+	for i, g := range n.groups {
+		if err := stopped[i].Error(); err != nil {
 			errs = append(errs, fmt.Errorf("shard %d: %w", g.shard, err))
 		}
 		g.trans.Close()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 
 	"github.com/parleychat/parley/internal/testutil"
@@ -274,4 +276,40 @@ func TestLeadsFollowStateChanges(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A node closes without waiting for what it sent a peer that accepted the
+// connection and never answers (a frozen process): raft's shutdown waits
+// for its RPCs in flight, and each would wait out the transport's timeout
+// (10 s), one shard after another, past drain's 30 s.
+func TestCloseDoesNotWaitForASilentPeer(t *testing.T) {
+	silent := mustListen(t)
+	defer silent.Close()
+	accepted := make(chan net.Conn, 64)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	for _, g := range tn.groups {
+		g.raft.AddVoter("n2", raft.ServerAddress(silent.Addr().String()), 0, 0) // never commits: n2 never answers
+	}
+	for range len(tn.groups) { // every shard has an RPC waiting on the silent peer
+		select {
+		case c := <-accepted:
+			defer c.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatal("no shard contacted the new voter")
+		}
+	}
+	start := time.Now()
+	tn.close(t)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Close took %v: it waited for RPCs to a peer that never answers", took)
+	}
 }
