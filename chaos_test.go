@@ -90,6 +90,26 @@ func startChaosCluster(t *testing.T, bin, dir string, env ...string) []*chaosNod
 	return nodes
 }
 
+// waitReady waits until n answers ready, and fails at once if its process
+// ended.
+func waitReady(t *testing.T, n *chaosNode) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if err := n.p.exited(); err != nil {
+			t.Fatalf("%s ended: %v\n%s", n.name, err, tailFile(n.data+".log", 2000))
+		}
+		resp, err := http.Get("http://" + n.http + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s not ready", n.name)
+		}
+		return nil
+	})
+}
+
 // leaderOfMost returns the index of the node leading the most shards.
 func leaderOfMost(nodes []*chaosNode) int {
 	st, err := status(nodes[0].http)
@@ -134,24 +154,8 @@ func TestChaos(t *testing.T) {
 			n.stop(syscall.SIGKILL)
 		}
 	}()
-	waitReady := func(n *chaosNode) {
-		testutil.Eventually(t, 30*time.Second, func() error {
-			if err := n.p.exited(); err != nil {
-				t.Fatalf("%s ended: %v\n%s", n.name, err, tailFile(n.data+".log", 2000))
-			}
-			resp, err := http.Get("http://" + n.http + "/readyz")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("%s not ready", n.name)
-			}
-			return nil
-		})
-	}
 	for _, n := range nodes {
-		waitReady(n)
+		waitReady(t, n)
 	}
 
 	issuer := auth.NewIssuer([]byte(crashSecret), time.Hour)
@@ -177,14 +181,14 @@ func TestChaos(t *testing.T) {
 			t.Logf("round %d: froze %s with %d acknowledged so far", r+1, nodes[victim].name, l.count())
 			time.Sleep(time.Duration(1000+rand.IntN(3000)) * time.Millisecond)
 			p.Signal(syscall.SIGCONT)
-			waitReady(nodes[victim])
+			waitReady(t, nodes[victim])
 			continue
 		}
 		nodes[victim].stop(syscall.SIGKILL)
 		t.Logf("round %d: killed %s with %d acknowledged so far", r+1, nodes[victim].name, l.count())
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
 		nodes[victim].start(t, bin)
-		waitReady(nodes[victim])
+		waitReady(t, nodes[victim])
 	}
 	time.Sleep(time.Second)
 	acks := l.finish()
