@@ -220,13 +220,22 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// blockedLocked is the error for a dial to addr while Block refuses it
+// (a partition in a test, or the node closing); m.mu is held.
+func (m *Mux) blockedLocked(addr string) error {
+	if m.blocked != nil && m.blocked(addr) {
+		return fmt.Errorf("peer %s: unreachable (partitioned, or this node is closing)", addr)
+	}
+	return nil
+}
+
 // Dial connects to a peer's mux and names this stream.
 func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	l.mux.mu.Lock()
-	blocked := l.mux.blocked != nil && l.mux.blocked(string(addr))
+	err := l.mux.blockedLocked(string(addr))
 	l.mux.mu.Unlock()
-	if blocked {
-		return nil, fmt.Errorf("peer %s: unreachable (partitioned)", addr)
+	if err != nil {
+		return nil, err
 	}
 	raw, err := net.DialTimeout("tcp", string(addr), timeout)
 	if err != nil {
@@ -236,10 +245,10 @@ func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, 
 	l.mux.mu.Lock()
 	// Checked again: a Block while we dialed did not see this connection
 	// to cut it.
-	if l.mux.blocked != nil && l.mux.blocked(string(addr)) {
+	if err := l.mux.blockedLocked(string(addr)); err != nil {
 		l.mux.mu.Unlock()
 		raw.Close()
-		return nil, fmt.Errorf("peer %s: unreachable (partitioned)", addr)
+		return nil, err
 	}
 	l.mux.dialed[c] = string(addr)
 	l.mux.mu.Unlock()
