@@ -98,6 +98,11 @@ func (n *Node) detect(g *group) {
 		if g.hurried {
 			g.hurried = !n.reloadTimeouts(g, false)
 		}
+		if state == raft.Follower && n.silence.inForce() {
+			if addr, _ := g.raft.LeaderWithID(); addr != "" {
+				n.silence.heard(string(addr), g.raft.LastContact())
+			}
+		}
 		return
 	case state != raft.Follower || g.hurried:
 		// A campaign that did not win retries on the lowered election

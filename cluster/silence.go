@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,9 +30,11 @@ func (n *Node) peerSilent(addr string) {
 type silence struct {
 	mu    sync.Mutex // guards peers
 	peers map[string]*silentPeer
+	last  atomic.Int64 // unix ns: no peer is silent past it
 }
 
 type silentPeer struct {
+	since  time.Time          // when it was last found silent
 	until  time.Time          // requests fail at once until then
 	ctx    context.Context    // the requests in flight to it; canceled when it is found silent
 	cancel context.CancelFunc //
@@ -45,7 +48,25 @@ func (s *silence) found(addr string) {
 	p := s.peerLocked(addr)
 	p.cancel()
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.until = time.Now().Add(silentFor)
+	p.since = time.Now()
+	p.until = p.since.Add(silentFor)
+	s.last.Store(max(s.last.Load(), p.until.UnixNano()))
+}
+
+// inForce reports whether any peer may be silent now.
+func (s *silence) inForce() bool { return time.Now().UnixNano() < s.last.Load() }
+
+// heard ends the silence of the peer at addr if this node has heard from
+// it since it was found silent (at: raft's last contact with it as a
+// shard's leader). A false alarm, this node stalled rather than the peer
+// (a frozen process wakes to find every leader quiet), then costs a detect
+// tick rather than silentFor of forwarded proposals failing.
+func (s *silence) heard(addr string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.peers[addr]; p != nil && at.After(p.since) {
+		p.until = time.Time{}
+	}
 }
 
 // check returns a context that ends when the peer at addr is next found
