@@ -36,7 +36,9 @@ import (
 // The follower that notices also gives up what it sent the silent leader
 // and sends it nothing for a while (peerSilent): a frozen process answers
 // nothing, and the proposals on its stream waited for the stream's own
-// timeout (8 s).
+// timeout (8 s). That ends once this node hears from the leader again on
+// a shard it follows (silence.heard): a false alarm, this node's own
+// stall, costs a tick.
 
 // backstopTimeouts is raft's own heartbeat timeout, in heartbeat timeouts.
 const backstopTimeouts = 3
