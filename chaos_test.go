@@ -81,7 +81,7 @@ func startChaosCluster(t *testing.T, bin, dir string, env ...string) []*chaosNod
 	for i := range 3 {
 		host := fmt.Sprintf("127.0.0.%d", i+1)
 		nodes = append(nodes, &chaosNode{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			http: freePortOn(t, host), gossip: freePortOn(t, host), peer: freePortOn(t, host), env: env})
+			http: testutil.FreeAddr(t, host), gossip: testutil.FreeAddr(t, host), peer: testutil.FreeAddr(t, host), env: env})
 	}
 	for _, n := range nodes {
 		n.join = []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/parleychat/parley/auth"
 	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/internal/testutil"
 )
 
 // buildBinary compiles parley once per test run.
@@ -32,33 +32,7 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) string { return freePortOn(t, "127.0.0.1") }
-
-// freePortOn returns host:port with the port free for TCP and UDP (a node
-// gossips on both), taken below the kernel's ephemeral range: a port from
-// that range (a listener on :0) could be handed to another connection's
-// local end, or to another test binary's :0, before the node binds it, or
-// while it restarts; a node that cannot bind exits, and the test saw only
-// "connection refused" until it gave up.
-func freePortOn(t *testing.T, host string) string {
-	t.Helper()
-	for range 1000 {
-		addr := net.JoinHostPort(host, strconv.Itoa(10000+rand.IntN(22000)))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		return addr
-	}
-	t.Fatalf("no free port on %s", host)
-	return ""
-}
+func freePort(t *testing.T) string { return testutil.FreeAddr(t, "127.0.0.1") }
 
 // proc is one parley serve process.
 type proc struct {
@@ -248,7 +222,7 @@ func gossipAddrFor(t *testing.T, data string) string {
 	if a, ok := gossipAddrs.Load(data); ok {
 		return a.(string)
 	}
-	addr := freePortOn(t, "127.0.0.1")
+	addr := freePort(t)
 	gossipAddrs.Store(data, addr)
 	return addr
 }
