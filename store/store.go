@@ -114,7 +114,7 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 	opts.CompactionConcurrencyRange = func() (int, int) { return 1, 1 }
 	opts.Experimental.CompactionScheduler = pebble.NewConcurrencyLimitSchedulerWithNoPeriodicGrantingForTest()
 	var checker io.Closer
-	opts.FS, checker = vfs.WithDiskHealthChecks(vfs.Default, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
+	opts.FS, checker = vfs.WithDiskHealthChecks(walFS{vfs.Default}, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
 		plog.Warn("the disk is slow", "op", info.OpType.String(), "path", info.Path, "duration", info.Duration.Round(time.Millisecond))
 	})
 	opts.EventListener = &pebble.EventListener{
