@@ -84,6 +84,7 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 		{"short secret", "", map[string]string{"PARLEY_AUTH_SECRET": "tinysecret"}, nil, []string{"auth.secret"}},
 		{"tiny cache", "", map[string]string{"PARLEY_STORE_CACHE_MB": "1"}, nil, []string{"store.cache_mb", "1"}},
 		{"huge timer slack", "", map[string]string{"PARLEY_PROCESS_TIMER_SLACK": "1s"}, nil, []string{"process.timer_slack", "1s", "20ms"}},
+		{"frame too small for a full group", write("[limits]\nmax_frame = 65536\n"), nil, nil, []string{"limits.max_frame", "65536", "create_group", "176024"}},
 		{"bad bool", "", map[string]string{"PARLEY_DEBUG_CONTENTION_PROFILES": "maybe"}, nil, []string{"PARLEY_DEBUG_CONTENTION_PROFILES", "maybe"}},
 	}
 	for _, c := range cases {

@@ -37,7 +37,7 @@ type Options struct {
 
 // DefaultOptions are PROTOCOL.md's timers and modest limits.
 func DefaultOptions() Options {
-	return Options{MaxFrame: 64 << 10, SendQueue: 256, SessionsPerUser: 16, Rate: 50, Burst: 100,
+	return Options{MaxFrame: 256 << 10, SendQueue: 256, SessionsPerUser: 16, Rate: 50, Burst: 100,
 		HelloTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, PingInterval: 10 * time.Second,
 		WriteTimeout: 10 * time.Second}
 }

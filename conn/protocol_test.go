@@ -170,7 +170,7 @@ func TestBadFramesKeepSessionOpen(t *testing.T) {
 func TestOversizedFrameClosesSession(t *testing.T) {
 	e := newEnv(t)
 	w := e.dial("alice")
-	w.sendRaw([]byte(`{"type":"send","to":"bob","key":"k","body":"` + strings.Repeat("x", 70<<10) + `"}`))
+	w.sendRaw([]byte(`{"type":"send","to":"bob","key":"k","body":"` + strings.Repeat("x", 300<<10) + `"}`))
 	if code := w.closeCode(); code != websocket.StatusMessageTooBig {
 		t.Fatalf("close code %d, want 1009", code)
 	}
@@ -230,6 +230,21 @@ func TestGroupSizeLimit(t *testing.T) {
 	w.fails(frame{"type": "create_group", "name": "big", "members": []string{"b", "c", "d"}}, "too_large")
 	g := w.ok(frame{"type": "create_group", "name": "ok", "members": []string{"b", "c"}}, "group")
 	w.fails(frame{"type": "add_members", "channel": g["channel"], "members": []string{"d"}}, "too_large")
+}
+
+// The largest group the protocol allows can be made in one frame, with
+// user ids of the longest length.
+func TestLargestGroupInOneFrame(t *testing.T) {
+	e := newEnv(t)
+	w := e.dial("alice")
+	members := make([]string, 4999) // and alice: the default max_group, 5000
+	for i := range members {
+		members[i] = fmt.Sprintf("%032d", i)
+	}
+	g := w.ok(frame{"type": "create_group", "name": "everyone", "members": members}, "group")
+	if got := len(strs(g["members"])); got != 5000 {
+		t.Fatalf("the group has %d members, want 5000", got)
+	}
 }
 
 func TestChannelsAndHistory(t *testing.T) {
