@@ -150,6 +150,22 @@ func (r *recorder) deliveredAt(d time.Duration) {
 	r.mu.Unlock()
 }
 
+// slowestSince returns how many deliveries (or, where none are counted,
+// acks) have been recorded, and the slowest of those from the nth on.
+func (r *recorder) slowestSince(n int) (int, float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lat := r.deliv
+	if len(lat) == 0 {
+		lat = r.ack
+	}
+	slowest := 0.0
+	for _, v := range lat[min(n, len(lat)):] {
+		slowest = max(slowest, v)
+	}
+	return len(lat), slowest
+}
+
 func (r *recorder) fail(err error) {
 	code := "network"
 	var ce *client.Error
@@ -340,7 +356,9 @@ func profileMeasured(o benchOpts) (stop func()) {
 	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
-// progress prints a line a second until stop closes.
+// progress prints a line a second until stop closes: the counts so far,
+// and the slowest delivery (or ack) recorded in that second, so that a
+// stall shows when it happened (the end's percentiles cannot).
 func progress(o benchOpts, rec *recorder, stop <-chan struct{}) {
 	if o.json {
 		return
@@ -348,12 +366,16 @@ func progress(o benchOpts, rec *recorder, stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	start := time.Now()
+	seen := 0
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			fmt.Fprintf(o.out, "%5.0fs  acked %d  delivered %d\n", time.Since(start).Seconds(), rec.acked.Load(), rec.got.Load())
+			var slowest float64
+			seen, slowest = rec.slowestSince(seen)
+			fmt.Fprintf(o.out, "%5.0fs  acked %d  delivered %d  slowest this second %.1f ms\n",
+				time.Since(start).Seconds(), rec.acked.Load(), rec.got.Load(), slowest)
 		}
 	}
 }

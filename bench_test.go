@@ -96,3 +96,26 @@ func TestSleepUntilNeverEarly(t *testing.T) {
 		}
 	}
 }
+
+// The progress line's slowest latency covers only what came since the last
+// line, deliveries where there are any, acks otherwise.
+func TestSlowestSince(t *testing.T) {
+	r := newRecorder()
+	r.ackAt(900 * time.Millisecond)
+	if n, slowest := r.slowestSince(0); n != 1 || slowest != 900 {
+		t.Fatalf("acks only: %d, %v ms", n, slowest)
+	}
+	r.deliveredAt(30 * time.Millisecond)
+	r.deliveredAt(70 * time.Millisecond)
+	n, slowest := r.slowestSince(0)
+	if n != 2 || slowest != 70 {
+		t.Fatalf("after two deliveries: %d, %v ms", n, slowest)
+	}
+	r.deliveredAt(5 * time.Millisecond)
+	if n, slowest = r.slowestSince(n); n != 3 || slowest != 5 {
+		t.Fatalf("after a third: %d, %v ms (the earlier 70 ms must not count)", n, slowest)
+	}
+	if n, slowest = r.slowestSince(n); n != 3 || slowest != 0 {
+		t.Fatalf("nothing new: %d, %v ms", n, slowest)
+	}
+}
