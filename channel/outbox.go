@@ -2,41 +2,85 @@ package channel
 
 import (
 	"context"
-	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // A membership change is committed on the channel's shard together with
 // outbox entries: the index updates its users' shards need. The service
-// applies them right after the change (so a new group is in its members'
-// channel lists when create_group returns) and then marks them done; if a
-// node dies in between, the outbox worker of the channel shard's leader
-// finds the entries and applies them again. Index updates are versioned by
+// applies them right after the change, on all their shards at once (so a
+// new group is in its members' channel lists when create_group returns),
+// and then marks them done in the background; if a node dies in between,
+// the outbox worker of the channel shard's leader finds the entries and
+// applies them again. Index updates are versioned by
 // the channel's membership epoch, so applying one twice changes nothing.
 
 // flushIndex applies index entries recorded on shard from, then clears them.
 // A failure is left to the outbox worker; flushIndex reports success.
 func (s *Service) flushIndex(ctx context.Context, from int, entries []IndexEntry) bool {
+	return s.applyIndex(ctx, entries) && s.clearOutbox(ctx, from, entries)
+}
+
+// indexThenClear is flushIndex for a request: it returns once the index
+// entries are applied (the channel is in its users' lists), and clears them
+// from the outbox in the background. The clearing is bookkeeping for the
+// outbox worker, which would apply them again, harmlessly, if it were lost;
+// a first DM's ack waited for it, a fourth commit in a row (5.7 ms against
+// 1.3 ms for the next DM, on an idle three-node cluster).
+func (s *Service) indexThenClear(ctx context.Context, from int, entries []IndexEntry) {
+	if len(entries) == 0 || !s.applyIndex(ctx, entries) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outboxClearTimeout)
+		defer cancel()
+		s.clearOutbox(ctx, from, entries)
+	}()
+}
+
+// outboxClearTimeout bounds a background clearing of outbox entries.
+const outboxClearTimeout = 10 * time.Second
+
+// applyIndex applies index entries to their users' shards, all shards at
+// once (a 5000-member group's entries span every shard), and reports
+// whether all of them committed. A failure is logged: the outbox worker
+// applies them later.
+func (s *Service) applyIndex(ctx context.Context, entries []IndexEntry) bool {
 	if len(entries) == 0 {
 		return true
 	}
 	byShard := map[int][]IndexEntry{}
-	ids := make([]uint64, 0, len(entries))
 	for _, e := range entries {
 		sh := s.shardOf(e.User)
 		byShard[sh] = append(byShard[sh], e)
-		ids = append(ids, e.ID)
 	}
-	shards := make([]int, 0, len(byShard))
-	for sh := range byShard {
-		shards = append(shards, sh)
-	}
-	slices.Sort(shards)
-	for _, sh := range shards {
-		if _, err := s.propose(ctx, sh, &Command{Op: opIndex, Index: byShard[sh]}); err != nil {
+	failed := atomic.Bool{}
+	apply := func(sh int, es []IndexEntry) {
+		if _, err := s.propose(ctx, sh, &Command{Op: opIndex, Index: es}); err != nil {
 			s.log.Warn("index update deferred to the outbox worker", "shard", sh, "err", err)
-			return false
+			failed.Store(true)
 		}
+	}
+	if len(byShard) == 1 {
+		for sh, es := range byShard {
+			apply(sh, es)
+		}
+		return !failed.Load()
+	}
+	var wg sync.WaitGroup
+	for sh, es := range byShard {
+		wg.Go(func() { apply(sh, es) })
+	}
+	wg.Wait()
+	return !failed.Load()
+}
+
+// clearOutbox marks index entries of shard from as applied.
+func (s *Service) clearOutbox(ctx context.Context, from int, entries []IndexEntry) bool {
+	ids := make([]uint64, 0, len(entries))
+	for _, e := range entries {
+		ids = append(ids, e.ID)
 	}
 	if _, err := s.propose(ctx, from, &Command{Op: opOutboxDone, IDs: ids}); err != nil {
 		s.log.Warn("outbox cleanup deferred", "shard", from, "err", err)

@@ -180,7 +180,7 @@ func (s *Service) CreateGroup(ctx context.Context, creator, name string, members
 	if err != nil {
 		return Group{}, err
 	}
-	s.flushIndex(ctx, shard, res.Outbox)
+	s.indexThenClear(ctx, shard, res.Outbox)
 	return Group{Channel: id, Name: name, Owner: res.Owner, Members: res.Members}, nil
 }
 
@@ -254,7 +254,7 @@ func (s *Service) changeMembers(ctx context.Context, c *Command) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
-	s.flushIndex(ctx, shard, res.Outbox)
+	s.indexThenClear(ctx, shard, res.Outbox)
 	return append(res.Added, res.Removed...), nil
 }
 
@@ -301,7 +301,7 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (Sent, error) {
 	if err != nil {
 		return Sent{}, err
 	}
-	s.flushIndex(ctx, shard, res.Outbox)
+	s.indexThenClear(ctx, shard, res.Outbox)
 	return Sent{Channel: ch, Seq: res.Seq, Ts: res.Ts, Duplicate: res.Duplicate}, nil
 }
 

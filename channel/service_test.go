@@ -226,6 +226,32 @@ func TestOutboxWorkerFinishesIndex(t *testing.T) {
 	})
 }
 
+// A group's index updates, on many shards, are applied before
+// create_group returns (every member lists the group at once); clearing
+// them from the outbox follows in the background.
+func TestCreateGroupIndexesEveryMemberAtOnce(t *testing.T) {
+	srv := servertest.Start(t, servertest.Config(t.TempDir()))
+	svc, ctx := srv.Service, context.Background()
+	members := make([]string, 200) // on nearly every one of the 64 shards
+	for i := range members {
+		members[i] = fmt.Sprint("member", i)
+	}
+	g := must(svc.CreateGroup(ctx, "owner", "crowd", members))
+	for _, u := range append(members, "owner") {
+		chs := must(svc.Channels(ctx, u))
+		if len(chs) != 1 || chs[0].Channel != g.Channel {
+			t.Fatalf("%s's channels right after create_group: %+v", u, chs)
+		}
+	}
+	shard := cluster.ShardOf(g.Channel, srv.Node().Shards())
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n, err := svc.PendingOutbox(ctx, shard); err != nil || n != 0 {
+			return fmt.Errorf("%d index updates not cleared (%v)", n, err)
+		}
+		return nil
+	})
+}
+
 // Above 256 members, status gives counts without the lists.
 func TestStatusListsLeftOutInBigGroups(t *testing.T) {
 	svc, ctx := newService(t), context.Background()
