@@ -66,7 +66,10 @@ type Options struct {
 	NoSync bool
 	// EventBuffer is the size of the Events channel (default 1024).
 	EventBuffer int
-	// ReadLimit bounds one server frame (default 1 MiB).
+	// ReadLimit bounds one server frame, -1 for no bound. The default, 32
+	// MiB, holds the largest history page at the protocol's default limits:
+	// 1000 messages of 4096 bytes, each byte escaped to six at worst (a
+	// `<` is `\u003c`). A server with a larger max_body needs more.
 	ReadLimit int64
 	// OnEvent, if set, gets each event in place of the Events channel, on
 	// the client's delivery goroutine, in order: one goroutine hop less per
@@ -99,6 +102,7 @@ type Client struct {
 	nextRef uint64
 	lastSeq map[string]uint64 // per channel, the last message event delivered
 	err     error             // why the client stopped
+	lost    error             // why the last connection dropped
 
 	inbox  *queue // read loop -> delivery goroutine; unbounded, so a reply is never stuck behind pushes
 	events chan Event
@@ -134,7 +138,7 @@ func Dial(ctx context.Context, base string, opt Options) (*Client, error) {
 		opt.EventBuffer = 1024
 	}
 	if opt.ReadLimit == 0 {
-		opt.ReadLimit = 1 << 20
+		opt.ReadLimit = 32 << 20
 	}
 	if opt.InlineEvents && (opt.OnEvent == nil || !opt.NoSync || opt.Reconnect) {
 		return nil, errors.New("client: InlineEvents needs OnEvent and NoSync, without Reconnect")
@@ -236,7 +240,7 @@ func (c *Client) Close() error {
 func (c *Client) run(ws *websocket.Conn) {
 	for {
 		err := c.readLoop(ws)
-		c.dropped()
+		c.dropped(err)
 		if !c.opt.Reconnect || c.ctx.Err() != nil {
 			c.mu.Lock()
 			c.err = err
@@ -250,10 +254,12 @@ func (c *Client) run(ws *websocket.Conn) {
 	}
 }
 
-// dropped fails the requests waiting on the lost connection.
-func (c *Client) dropped() {
+// dropped fails the requests waiting on the lost connection, which
+// ended with err.
+func (c *Client) dropped(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lost = err
 	c.link = nil
 	c.up = make(chan struct{})
 	for ref, ch := range c.pending {
@@ -411,7 +417,7 @@ func (c *Client) exchange(ctx context.Context, encode func(ref string) ([]byte, 
 	select {
 	case r, ok := <-answer:
 		if !ok {
-			return reply{}, &Error{Code: "unavailable", Message: "connection lost: retry"}
+			return reply{}, c.lostError()
 		}
 		if r.isErr {
 			var e Error
@@ -452,4 +458,17 @@ func NewKey() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// lostError is a request's error when its connection dropped before the
+// reply: retry, unless the reply was what dropped it, a frame over
+// Options.ReadLimit, which a retry would only fetch again.
+func (c *Client) lostError() error {
+	c.mu.Lock()
+	lost := c.lost
+	c.mu.Unlock()
+	if errors.Is(lost, websocket.ErrMessageTooBig) {
+		return &Error{Code: "too_large", Message: fmt.Sprintf("a server frame exceeded the client's ReadLimit (%d bytes)", c.opt.ReadLimit)}
+	}
+	return &Error{Code: "unavailable", Message: "connection lost: retry"}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/channel"
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/internal/testutil"
@@ -100,6 +102,50 @@ func TestRegisterLoginSendHistory(t *testing.T) {
 
 // A reconnecting client gets every message it missed while the node was
 // down, with no gaps and no duplicates.
+// The largest history page the protocol allows by default, 1000 messages
+// of 4096 bytes that JSON escapes six-fold (24 MB in one frame), reaches a
+// client with the default options.
+func TestLargestHistoryPage(t *testing.T) {
+	cfg := servertest.Config(t.TempDir())
+	srv := servertest.Start(t, cfg)
+	base, ctx := "http://"+srv.HTTPAddr(), context.Background()
+	body := strings.Repeat("<", 4096)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 { // concurrent sends share Raft entries: quicker to fill
+		wg.Go(func() {
+			for i := range 125 {
+				_, err := srv.Service.Send(ctx, channel.SendRequest{From: "alice", To: "bob", Body: body, Key: fmt.Sprint(w, "-", i)})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	c := dial(t, base, client.Options{Token: token(t, cfg, "bob"), NoSync: true})
+	after := uint64(0)
+	page, err := c.History(ctx, "dm:alice:bob", client.HistoryQuery{After: &after, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Messages) != 1000 || page.Messages[999].Seq != 1000 || page.Messages[0].Body != body {
+		t.Fatalf("a page of %d messages, last seq %d", len(page.Messages), page.LastSeq)
+	}
+	// With a smaller limit the page cannot come: the error says so, rather
+	// than that the connection was lost and a retry might do.
+	small := dial(t, base, client.Options{Token: token(t, cfg, "bob"), NoSync: true, ReadLimit: 1 << 20})
+	_, err = small.History(ctx, "dm:alice:bob", client.HistoryQuery{After: &after, Limit: 1000})
+	if e, ok := err.(*client.Error); !ok || e.Code != "too_large" {
+		t.Fatalf("a page over ReadLimit: %v, want too_large", err)
+	}
+}
+
 func TestReconnectSyncsWithoutGapsOrDuplicates(t *testing.T) {
 	cfg := servertest.Config(t.TempDir())
 	cfg.HTTP = freeAddr(t)
