@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +63,11 @@ type Options struct {
 	// Reconnect makes the client reconnect with backoff after the
 	// connection is lost, and sync the channels it has seen.
 	Reconnect bool
+	// Others are base URLs of the cluster's other nodes, for a client
+	// that does not reach the cluster through one address (a load
+	// balancer): a reconnect that fails on one node tries the next, so
+	// the client follows the cluster through the loss of its node.
+	Others []string
 	// NoSync turns off gap filling: message events are delivered as pushed.
 	NoSync bool
 	// EventBuffer is the size of the Events channel (default 1024).
@@ -87,7 +93,8 @@ type Options struct {
 
 // Client is a connection to one parley node.
 type Client struct {
-	url  string
+	urls []string // the node Dial was given first, then Options.Others
+	cur  int      // urls[cur] is the node connected or being tried (the run goroutine's)
 	opt  Options
 	ctx  context.Context
 	stop context.CancelFunc
@@ -144,7 +151,11 @@ func Dial(ctx context.Context, base string, opt Options) (*Client, error) {
 		return nil, errors.New("client: InlineEvents needs OnEvent and NoSync, without Reconnect")
 	}
 	cctx, stop := context.WithCancel(context.Background())
-	c := &Client{url: WSURL(base), opt: opt, ctx: cctx, stop: stop, up: make(chan struct{}),
+	urls := []string{WSURL(base)}
+	for _, o := range opt.Others {
+		urls = append(urls, WSURL(o))
+	}
+	c := &Client{urls: urls, opt: opt, ctx: cctx, stop: stop, up: make(chan struct{}),
 		pending: map[string]chan reply{}, lastSeq: map[string]uint64{},
 		inbox: newQueue(), events: make(chan Event, opt.EventBuffer), done: make(chan struct{})}
 	ws, err := c.connect(ctx)
@@ -177,7 +188,7 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 		}
 	}
 	var conn *corkedConn
-	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{HTTPClient: dialer(&conn)})
+	ws, _, err := websocket.Dial(ctx, c.urls[c.cur], &websocket.DialOptions{HTTPClient: dialer(&conn)})
 	if err != nil {
 		return nil, err
 	}
@@ -271,10 +282,13 @@ func (c *Client) dropped(err error) {
 func (c *Client) reconnect() *websocket.Conn {
 	backoff := 50 * time.Millisecond
 	for {
+		// Half the backoff and a random part of the other half: the
+		// clients of a node that died do not all come back at once.
+		wait := backoff/2 + mrand.N(backoff/2+1)
 		select {
 		case <-c.ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 		ws, err := c.connect(ctx)
@@ -282,6 +296,7 @@ func (c *Client) reconnect() *websocket.Conn {
 		if err == nil {
 			return ws
 		}
+		c.cur = (c.cur + 1) % len(c.urls) // the next node, if there are others
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }

@@ -100,8 +100,6 @@ func TestRegisterLoginSendHistory(t *testing.T) {
 	}
 }
 
-// A reconnecting client gets every message it missed while the node was
-// down, with no gaps and no duplicates.
 // The largest history page the protocol allows by default, 1000 messages
 // of 4096 bytes that JSON escapes six-fold (24 MB in one frame), reaches a
 // client with the default options.
@@ -146,6 +144,8 @@ func TestLargestHistoryPage(t *testing.T) {
 	}
 }
 
+// A reconnecting client gets every message it missed while the node was
+// down, with no gaps and no duplicates.
 func TestReconnectSyncsWithoutGapsOrDuplicates(t *testing.T) {
 	cfg := servertest.Config(t.TempDir())
 	cfg.HTTP = freeAddr(t)
@@ -190,6 +190,41 @@ func TestReconnectSyncsWithoutGapsOrDuplicates(t *testing.T) {
 			t.Fatalf("duplicate or extra message %+v", ev)
 		}
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// A client given the cluster's other nodes follows it through the loss of
+// its own: it reconnects to another node and syncs what it missed there.
+func TestReconnectToAnotherNode(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	base := func(i int) string { return "http://" + nodes[i].HTTPAddr() }
+	cfg := servertest.Config("") // for its secret, the nodes' too
+	ctx := context.Background()
+	bob := dial(t, base(0), client.Options{Token: token(t, cfg, "bob"), Reconnect: true, Others: []string{base(1), base(2)}})
+	alice := dial(t, base(1), client.Options{Token: token(t, cfg, "alice")})
+	send := func(i int) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second) // the client retries while shards move
+		defer cancel()
+		if _, err := alice.Send(sctx, client.SendArgs{To: "bob", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1)
+	if ev := nextMessage(t, bob); ev.Seq != 1 || bob.Node() != "n1" {
+		t.Fatalf("got seq %d on %s, want 1 on n1", ev.Seq, bob.Node())
+	}
+	nodes[0].Close()
+	for i := 2; i <= 6; i++ {
+		send(i)
+	}
+	for i := 2; i <= 6; i++ {
+		if ev := nextMessage(t, bob); ev.Seq != uint64(i) || ev.Body != fmt.Sprint(i) {
+			t.Fatalf("got seq %d %q, want %d", ev.Seq, ev.Body, i)
+		}
+	}
+	if bob.Node() == "n1" {
+		t.Fatal("bob's client is still on n1")
 	}
 }
 
