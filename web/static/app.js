@@ -35,7 +35,9 @@ function connect() {
     setComposer();
     if (e.code === 4001) return logout("Your session expired: log in again.");
     $("banner").hidden = false;
-    setTimeout(connect, state.backoff);
+    // Half the backoff and a random part of the other half: the pages of a
+    // node that went away do not all come back in the same instant.
+    setTimeout(connect, state.backoff / 2 + Math.random() * state.backoff / 2);
     state.backoff = Math.min(state.backoff * 2, 8000);
   };
 }
