@@ -326,8 +326,8 @@ func (c *Config) Validate() error {
 		{validGossipKey(c.Cluster.GossipKey), "cluster.gossip_key", "(hidden)", "must be base64 of 16, 24 or 32 bytes"},
 		{c.Limits.MaxBody >= 1 && c.Limits.MaxBody <= 1<<20, "limits.max_body", c.Limits.MaxBody, "must be 1-1048576"},
 		{c.Limits.MaxFrame >= c.Limits.MaxBody+1024, "limits.max_frame", c.Limits.MaxFrame, "must exceed max_body by at least 1024"},
-		{c.Limits.MaxFrame >= MinFrameForGroup(c.Limits.MaxGroup), "limits.max_frame", c.Limits.MaxFrame,
-			fmt.Sprintf("must hold a create_group of max_group members: at least %d for max_group %d", MinFrameForGroup(c.Limits.MaxGroup), c.Limits.MaxGroup)},
+		{c.Limits.MaxFrame >= minFrameForGroup(c.Limits.MaxGroup), "limits.max_frame", c.Limits.MaxFrame,
+			fmt.Sprintf("must hold a create_group of max_group members: at least %d for max_group %d", minFrameForGroup(c.Limits.MaxGroup), c.Limits.MaxGroup)},
 		{c.Limits.MaxGroup >= 2, "limits.max_group", c.Limits.MaxGroup, "must be at least 2"},
 		{c.Limits.Rate > 0, "limits.rate", c.Limits.Rate, "must be positive"},
 		{c.Limits.Burst >= 1, "limits.burst", c.Limits.Burst, "must be at least 1"},
@@ -394,9 +394,9 @@ func Load(file string, lookup func(string) (string, bool), flags map[string]stri
 	return c, c.Validate()
 }
 
-// MinFrameForGroup is the smallest max_frame that carries a create_group
+// minFrameForGroup is the smallest max_frame that carries a create_group
 // or add_members frame naming maxGroup users of the longest id (32
 // characters, 35 bytes with quotes and comma), plus 1 KiB for the rest of
 // the frame. Below it, a client could not make a group as large as the
 // protocol allows in one request: the frame would close its session.
-func MinFrameForGroup(maxGroup int) int { return maxGroup*35 + 1024 }
+func minFrameForGroup(maxGroup int) int { return maxGroup*35 + 1024 }
