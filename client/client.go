@@ -75,7 +75,8 @@ type Options struct {
 	// ReadLimit bounds one server frame, -1 for no bound. The default, 32
 	// MiB, holds the largest history page at the protocol's default limits:
 	// 1000 messages of 4096 bytes, each byte escaped to six at worst (a
-	// `<` is `\u003c`). A server with a larger max_body needs more.
+	// control character is `\u0001`). A server with a larger max_body
+	// needs more.
 	ReadLimit int64
 	// OnEvent, if set, gets each event in place of the Events channel, on
 	// the client's delivery goroutine, in order: one goroutine hop less per
@@ -251,6 +252,9 @@ func (c *Client) Close() error {
 func (c *Client) run(ws *websocket.Conn) {
 	for {
 		err := c.readLoop(ws)
+		// The socket goes too: a read that failed on this side (a frame
+		// over ReadLimit) left it open, and the server's session with it.
+		ws.CloseNow()
 		c.dropped(err)
 		if !c.opt.Reconnect || c.ctx.Err() != nil {
 			c.mu.Lock()

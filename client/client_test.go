@@ -101,13 +101,13 @@ func TestRegisterLoginSendHistory(t *testing.T) {
 }
 
 // The largest history page the protocol allows by default, 1000 messages
-// of 4096 bytes that JSON escapes six-fold (24 MB in one frame), reaches a
-// client with the default options.
+// of 4096 control characters that JSON escapes six-fold (24 MB in one
+// frame), reaches a client with the default options.
 func TestLargestHistoryPage(t *testing.T) {
 	cfg := servertest.Config(t.TempDir())
 	srv := servertest.Start(t, cfg)
 	base, ctx := "http://"+srv.HTTPAddr(), context.Background()
-	body := strings.Repeat("<", 4096)
+	body := strings.Repeat("\x01", 4096)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for w := range 8 { // concurrent sends share Raft entries: quicker to fill
@@ -135,10 +135,12 @@ func TestLargestHistoryPage(t *testing.T) {
 	if len(page.Messages) != 1000 || page.Messages[999].Seq != 1000 || page.Messages[0].Body != body {
 		t.Fatalf("a page of %d messages, last seq %d", len(page.Messages), page.LastSeq)
 	}
-	// With a smaller limit the page cannot come: the error says so, rather
-	// than that the connection was lost and a retry might do.
-	small := dial(t, base, client.Options{Token: token(t, cfg, "bob"), NoSync: true, ReadLimit: 1 << 20})
-	_, err = small.History(ctx, "dm:alice:bob", client.HistoryQuery{After: &after, Limit: 1000})
+	// With a smaller limit a page cannot come: the error says so, rather
+	// than that the connection was lost and a retry might do. (A page the
+	// socket buffers hold: the server is not left writing to a client that
+	// stopped reading.)
+	small := dial(t, base, client.Options{Token: token(t, cfg, "bob"), NoSync: true, ReadLimit: 64 << 10})
+	_, err = small.History(ctx, "dm:alice:bob", client.HistoryQuery{After: &after, Limit: 20})
 	if e, ok := err.(*client.Error); !ok || e.Code != "too_large" {
 		t.Fatalf("a page over ReadLimit: %v, want too_large", err)
 	}

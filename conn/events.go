@@ -1,7 +1,6 @@
 package conn
 
 import (
-	"encoding/json"
 	"strconv"
 
 	"github.com/parleychat/parley/channel"
@@ -144,7 +143,7 @@ type presenceReply struct {
 }
 
 // jsonAppender is a frame that encodes itself, byte for byte as
-// encoding/json would (FuzzAppendJSONMatchesEncodingJSON): the frames of
+// flatjson.Marshal would (FuzzAppendJSONMatchesEncodingJSON): the frames of
 // every send (the ack) and every delivery (the message), whose reflective
 // encoding was 2% of a loaded node's CPU.
 type jsonAppender interface{ appendJSON(b []byte) []byte }
@@ -153,7 +152,7 @@ func encode(v any) []byte {
 	if a, ok := v.(jsonAppender); ok {
 		return a.appendJSON(make([]byte, 0, 128))
 	}
-	b, err := json.Marshal(v)
+	b, err := flatjson.Marshal(v)
 	if err != nil {
 		// Only our own frame types are encoded here; they always marshal.
 		panic(err)

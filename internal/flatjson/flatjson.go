@@ -5,6 +5,7 @@
 package flatjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -276,16 +277,30 @@ func OtherKey(key []byte, names []string) bool {
 	return true
 }
 
-// AppendString appends s quoted as encoding/json quotes it: printable
-// ASCII other than the quote, the backslash and <, > and & (which it
-// escapes for HTML) goes as it is; any other string is left to it. The
-// frames that encode themselves with it (the server's sent and message
-// frames, the client's send) are checked byte for byte against
-// encoding/json by fuzz tests.
+// Marshal is encoding/json's Marshal without its escaping for HTML: a
+// `<`, `>` or `&` goes as it is rather than as six bytes (`\u003c`). The
+// frames are JSON for programs, never pasted into a page, and code in a
+// message is full of them. (encoding/json still escapes control
+// characters, U+2028 and U+2029.)
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// AppendString appends s quoted as Marshal quotes it: printable ASCII
+// other than the quote and the backslash goes as it is; any other string
+// is left to Marshal. The frames that encode themselves with it (the
+// server's sent and message frames, the client's send) are checked byte
+// for byte against Marshal by fuzz tests.
 func AppendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q, _ := Marshal(s) // a string always marshals
 			return append(b, q...)
 		}
 	}
