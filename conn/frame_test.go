@@ -104,6 +104,7 @@ func FuzzAppendJSONMatchesEncodingJSON(f *testing.F) {
 	f.Add("r1", "dm:alice:bob", "alice", "hello", "k1", uint64(7), int64(1_700_000_000_000), true)
 	f.Add("", "g:team", "bob", "<b>&\"q\"\\ é \u2028 \x01", "", uint64(0), int64(-1), false)
 	f.Add("r", "c", "u", "bad \xff utf-8", "k", uint64(1<<63), int64(1<<62), false)
+	f.Add("r", "c", "u", "héllo wörld 😀 “quoted” \u2029", "k", uint64(2), int64(3), false)
 	f.Fuzz(func(t *testing.T, ref, ch, from, body, key string, seq uint64, ts int64, dup bool) {
 		for _, v := range []any{
 			sentFrame{Type: "sent", Ref: ref, Channel: ch, Seq: seq, Ts: ts, Duplicate: dup},
