@@ -292,28 +292,31 @@ func Marshal(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// AppendString appends s quoted as Marshal quotes it. Valid UTF-8 goes as
-// it is, except for what Marshal escapes: the quote, the backslash,
-// control characters, U+2028 and U+2029; a string with any of those, or
-// with invalid UTF-8, is left to Marshal. The frames that encode
-// themselves with it (the server's sent and message frames, the client's
-// send) are checked byte for byte against Marshal by fuzz tests.
+// AppendString appends s quoted as Marshal quotes it: as it is when it
+// needs no escape (writesAsIs), through Marshal otherwise. The frames that
+// encode themselves with it (the server's sent and message frames, the
+// client's send) are checked byte for byte against Marshal by fuzz tests.
 func AppendString(b []byte, s string) []byte {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c == '"' || c == '\\' ||
-			c == 0xe2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xa8 || s[i+2] == 0xa9) {
-			q, _ := Marshal(s) // a string always marshals
-			return append(b, q...)
-		}
-		ascii = ascii && c < utf8.RuneSelf
-	}
-	if !ascii && !utf8.ValidString(s) {
-		q, _ := Marshal(s)
+	if !writesAsIs(s) {
+		q, _ := Marshal(s) // a string always marshals
 		return append(b, q...)
 	}
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// writesAsIs reports whether Marshal would write s as it is: valid UTF-8
+// without the quote, the backslash, control characters, U+2028 or U+2029.
+func writesAsIs(s string) bool {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == '"' || c == '\\' ||
+			c == 0xe2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xa8 || s[i+2] == 0xa9) {
+			return false
+		}
+		ascii = ascii && c < utf8.RuneSelf
+	}
+	return ascii || utf8.ValidString(s)
 }
