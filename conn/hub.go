@@ -78,10 +78,12 @@ type Hub struct {
 	cluster Cluster  // nil for a hub on its own (tests of a lone node)
 	dir     directory
 
-	dirMu                 sync.Mutex // guards dirOnline, dirOffline, dirSent
-	dirOnline, dirOffline []string
-	dirSent               chan struct{} // closed once the deltas gathering now are posted; nil when none are
-	dirPoke               chan struct{}
+	dirMu      sync.Mutex // guards dirPending, dirSent
+	dirPending map[string]dirChange
+	dirSent    chan struct{} // closed once the deltas gathering now are posted; nil when none are
+	dirPoke    chan struct{}
+	dirWant    chan string // nodes that asked for this node's full list
+	dirEpoch   uint64
 
 	slowCloses, idleCloses, rateLimited, delivered, peerDrops atomic.Int64
 
@@ -102,8 +104,9 @@ func NewHub(svc *channel.Service, issuer *auth.Issuer, opt Options, log *slog.Lo
 	h := &Hub{svc: svc, issuer: issuer, opt: opt, log: log,
 		users: map[string]*userState{}, watchers: map[string]map[*Session]struct{}{}, lastSeen: map[string]int64{},
 		events: make(chan []channel.Event, 4096), members: newMemberCache(svc),
-		dir:     directory{byNode: map[string]map[string]struct{}{}},
-		dirPoke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		dir:     newDirectory(),
+		dirPoke: make(chan struct{}, 1), dirWant: make(chan string, 64), dirEpoch: newEpoch(),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range h.pingSets {
 		h.pingSets[i] = map[*Session]struct{}{}
 	}
