@@ -80,6 +80,9 @@ func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*memb
 		mc.SuspicionMult = 4
 		mc.PushPullInterval = time.Second
 	}
+	// Gossip packets are a few hundred bytes; LZW costs each one a 72 KB
+	// allocation on its way out for nothing worth saving.
+	mc.EnableCompression = false
 	mc.Name = c.Name
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, mc.AdvertisePort = host, port
