@@ -49,13 +49,17 @@ const forwardTimeout = 8 * time.Second
 
 type fwdItem struct {
 	shard int
+	mode  byte // on a read link: how to read (reads.go)
 	cmd   []byte
 	done  chan outcome // buffered
 }
 
+// fwdLink is a queue to one leader node, and the stream that carries it:
+// proposals (kindFwd), or reads (kindReads, reads.go).
 type fwdLink struct {
-	q   chan fwdItem
-	cut chan struct{} // buffered 1: give the open stream up (cutLink)
+	kind byte
+	q    chan fwdItem
+	cut  chan struct{} // buffered 1: give the open stream up (cutLink)
 }
 
 type queuedKey struct{}
@@ -78,15 +82,22 @@ func queued(ctx context.Context) {
 
 // forward sends cmd to the leader at peerAddr through its link.
 func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []byte) ([]byte, error) {
+	return n.viaLink(ctx, kindFwd, peerAddr, fwdItem{shard: shard, cmd: cmd})
+}
+
+// viaLink sends it on the link of kind to peerAddr and waits for its
+// answer.
+func (n *Node) viaLink(ctx context.Context, kind byte, peerAddr string, it fwdItem) ([]byte, error) {
 	n.linksMu.Lock()
-	l := n.links[peerAddr]
+	key := linkKey{kind, peerAddr}
+	l := n.links[key]
 	if l == nil {
-		l = &fwdLink{q: make(chan fwdItem, forwardQueue), cut: make(chan struct{}, 1)}
-		n.links[peerAddr] = l
+		l = &fwdLink{kind: kind, q: make(chan fwdItem, forwardQueue), cut: make(chan struct{}, 1)}
+		n.links[key] = l
 		n.goRun(func() { n.runLink(peerAddr, l) })
 	}
 	n.linksMu.Unlock()
-	it := fwdItem{shard: shard, cmd: cmd, done: make(chan outcome, 1)}
+	it.done = make(chan outcome, 1)
 	select {
 	case l.q <- it:
 	case <-ctx.Done():
@@ -94,7 +105,9 @@ func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []by
 	case <-n.stop:
 		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
 	}
-	queued(ctx)
+	if kind == kindFwd {
+		queued(ctx)
+	}
 	select {
 	case o := <-it.done:
 		if o.err != nil {
@@ -102,25 +115,34 @@ func (n *Node) forward(ctx context.Context, peerAddr string, shard int, cmd []by
 		}
 		return o.val.([]byte), nil
 	case <-ctx.Done():
-		// The proposal may still commit: the outcome is unknown.
+		// A proposal may still commit: the outcome is unknown.
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	}
 }
 
-// cutLink gives up the open forwarding stream to the leader at peerAddr,
-// if any: every proposal it carries is answered ErrUnavailable at once (its
-// outcome is unknown; the client retries with the same key) rather than
-// after forwardTimeout. For a leader found silent (peerSilent).
+// linkKey names a link: its kind and the leader node's peer address.
+type linkKey struct {
+	kind byte
+	peer string
+}
+
+// cutLink gives up the open forwarding and read streams to the leader at
+// peerAddr, if any: every proposal or read they carry is answered
+// ErrUnavailable at once (a proposal's outcome is unknown; the client
+// retries with the same key) rather than after forwardTimeout. For a
+// leader found silent (peerSilent).
 func (n *Node) cutLink(peerAddr string) {
-	n.linksMu.Lock()
-	l := n.links[peerAddr]
-	n.linksMu.Unlock()
-	if l == nil {
-		return
-	}
-	select {
-	case l.cut <- struct{}{}:
-	default:
+	for _, kind := range []byte{kindFwd, kindReads} {
+		n.linksMu.Lock()
+		l := n.links[linkKey{kind, peerAddr}]
+		n.linksMu.Unlock()
+		if l == nil {
+			continue
+		}
+		select {
+		case l.cut <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -140,7 +162,7 @@ func (n *Node) runLink(peerAddr string, l *fwdLink) {
 			l.failQueued(err)
 			continue
 		}
-		c, err := n.mux.Layer(kindFwd, 0).Dial(raft.ServerAddress(peerAddr), 5*time.Second)
+		c, err := n.mux.Layer(l.kind, 0).Dial(raft.ServerAddress(peerAddr), 5*time.Second)
 		if err != nil {
 			// Everything queued now would meet the same peer: fail it
 			// rather than dial once per proposal.
@@ -255,7 +277,11 @@ func (n *Node) runStream(c net.Conn, l *fwdLink, first fwdItem) {
 		if !pend.add(id, it.done) {
 			return false
 		}
-		frame = appendFwdRequest(frame[:0], id, it.shard, it.cmd)
+		if l.kind == kindReads {
+			frame = appendReadRequest(frame[:0], id, it.shard, it.mode, it.cmd)
+		} else {
+			frame = appendFwdRequest(frame[:0], id, it.shard, it.cmd)
+		}
 		_, err := w.Write(frame)
 		return err == nil
 	}

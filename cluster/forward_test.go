@@ -144,7 +144,7 @@ func forwarder(t *testing.T) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &Node{log: testutil.Logger(), mux: NewMux(ln, nil, testutil.Logger()), stop: make(chan struct{}), links: map[string]*fwdLink{}}
+	n := &Node{log: testutil.Logger(), mux: NewMux(ln, nil, testutil.Logger()), stop: make(chan struct{}), links: map[linkKey]*fwdLink{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		close(n.stop)

@@ -109,7 +109,7 @@ type Node struct {
 
 	silence silence // peers found silent (silence.go)
 	linksMu sync.Mutex
-	links   map[string]*fwdLink // forwarding links by leader peer address
+	links   map[linkKey]*fwdLink // forwarding and read links by kind and leader peer address
 
 	postsMu sync.Mutex
 	posts   map[string]*postLink // one-way message links by peer address
@@ -177,7 +177,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 	}
 	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
 		stop: make(chan struct{}), poke: make(chan struct{}, 1), states: make(chan raft.Observation, 1), handlers: map[string]MessageHandler{},
-		links: map[string]*fwdLink{}, posts: map[string]*postLink{}}
+		links: map[linkKey]*fwdLink{}, posts: map[string]*postLink{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
 	n.beats = newBeats(n, cfg.Shards, cfg.HeartbeatTimeout)
@@ -202,6 +202,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.goRun(func() { n.rpcSrv.Serve(n.mux.Layer(kindRPC, 0)) })
 	n.goRun(func() { n.acceptStreams(kindFwd, n.serveStream) })
+	n.goRun(func() { n.acceptStreams(kindReads, n.serveReads) })
 	n.goRun(func() { n.acceptStreams(kindPost, n.servePostStream) })
 	n.goRun(func() { n.acceptStreams(kindBeats, n.serveBeatStream) })
 	clusterID, _ := n.st.Meta("cluster")
@@ -524,13 +525,13 @@ func (n *Node) Propose(ctx context.Context, shard int, cmd []byte) (any, error) 
 	return n.forward(ctx, addr, shard, cmd)
 }
 
-// atLeader forwards body to the RPC path of shard's leader on another node.
-func (n *Node) atLeader(ctx context.Context, shard int, path string, body []byte) ([]byte, error) {
+// atLeader runs op in mode at shard's leader on another node (reads.go).
+func (n *Node) atLeader(ctx context.Context, shard int, mode byte, op []byte) ([]byte, error) {
 	addr, _, ok := n.leaderPeer(shard)
 	if !ok {
 		return nil, fmt.Errorf("%w: shard %d has no leader", ErrUnavailable, shard)
 	}
-	return n.call(ctx, addr, path+"?shard="+strconv.Itoa(shard), body)
+	return n.readAt(ctx, addr, shard, mode, op)
 }
 
 func (n *Node) proposeLocal(ctx context.Context, shard int, cmd []byte) (any, error) {
@@ -557,7 +558,7 @@ func (n *Node) Read(ctx context.Context, shard int, op []byte) ([]byte, error) {
 	if n.IsLeader(shard) {
 		return n.readLocal(ctx, shard, op)
 	}
-	return n.atLeader(ctx, shard, "/read", op)
+	return n.atLeader(ctx, shard, readLinear, op)
 }
 
 // ReadLeaderState runs op on shard at its leader without first confirming
@@ -568,7 +569,7 @@ func (n *Node) ReadLeaderState(ctx context.Context, shard int, op []byte) ([]byt
 	if n.IsLeader(shard) {
 		return n.readLeaderLocal(ctx, shard, op)
 	}
-	return n.atLeader(ctx, shard, "/read-leader-state", op)
+	return n.atLeader(ctx, shard, readLeaderState, op)
 }
 
 func (n *Node) readLeaderLocal(_ context.Context, shard int, op []byte) ([]byte, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,13 +16,11 @@ import (
 
 // Node-to-node RPC is HTTP/1.1 on the peer port's RPC stream: keep-alive
 // pooling and deadlines come from net/http, and every connection passed the
-// mux's secret handshake first. (Forwarded proposals and one-way messages
-// have streams of their own: forward.go, post.go, and so have heartbeats:
-// heartbeat.go.)
+// mux's secret handshake first. (Forwarded proposals, reads and one-way
+// messages have streams of their own: forward.go, reads.go, post.go, and so
+// have heartbeats: heartbeat.go.)
 //
-//	POST /read?shard=N      body: encoded read  -> its reply
-//	POST /read-leader-state?shard=N  the same, without confirming leadership first
-//	GET  /progress?shard=N                      -> {"applied": index}
+//	GET  /progress?shard=N  -> {"applied": index}
 const kindRPC byte = 'h'
 
 // maxRPCBody bounds a request or reply body.
@@ -31,8 +28,6 @@ const maxRPCBody = 64 << 20
 
 func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /read", n.handleRead)
-	mux.HandleFunc("POST /read-leader-state", n.handleReadLeaderState)
 	mux.HandleFunc("GET /progress", n.handleProgress)
 	return mux
 }
@@ -44,42 +39,6 @@ func (n *Node) shardParam(w http.ResponseWriter, r *http.Request) (int, bool) {
 		return 0, false
 	}
 	return shard, true
-}
-
-// rpcError answers 503 for ErrUnavailable (the caller retries) and 500 otherwise.
-func rpcError(w http.ResponseWriter, err error) {
-	status := http.StatusInternalServerError
-	if errors.Is(err, ErrUnavailable) {
-		status = http.StatusServiceUnavailable
-	}
-	http.Error(w, err.Error(), status)
-}
-
-// handleRead runs a forwarded read here, at the leader.
-func (n *Node) handleRead(w http.ResponseWriter, r *http.Request) {
-	n.serveShard(w, r, n.readLocal)
-}
-
-func (n *Node) handleReadLeaderState(w http.ResponseWriter, r *http.Request) {
-	n.serveShard(w, r, n.readLeaderLocal)
-}
-
-// serveShard reads a request on one shard and answers with f's result.
-func (n *Node) serveShard(w http.ResponseWriter, r *http.Request, f func(ctx context.Context, shard int, body []byte) ([]byte, error)) {
-	shard, ok := n.shardParam(w, r)
-	if !ok {
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody))
-	if err != nil {
-		return
-	}
-	out, err := f(r.Context(), shard, body)
-	if err != nil {
-		rpcError(w, err)
-		return
-	}
-	w.Write(out)
 }
 
 func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
