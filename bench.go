@@ -264,9 +264,12 @@ func printResult(w io.Writer, r benchResult) {
 	if r.Senders > 0 {
 		fmt.Fprintf(w, " %d senders x %d in flight,", r.Senders, r.Window)
 	}
-	if r.Fetch != nil {
+	switch {
+	case r.Fetch != nil:
 		fmt.Fprintf(w, " %.0f pages/s, %d pages\n", r.Achieved, r.Sent)
-	} else {
+	case r.Mode == "conns":
+		fmt.Fprintf(w, " %.0f sessions opened a second (%d at a time from each load process)\n", r.Achieved, connsDialers)
+	default:
 		fmt.Fprintf(w, " achieved %.0f/s, acked %d\n", r.Achieved, r.Sent)
 	}
 	if r.Ack != nil {
@@ -677,6 +680,7 @@ func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
 	each := (o.conns + procs - 1) / procs
 	rec := newRecorder()
 	held := 0
+	start := time.Now()
 	// This process holds the first share; each other share is a child
 	// process (parley bench --conns-child) that says "ready" when it holds
 	// its sessions and lets them go when its stdin closes.
@@ -724,6 +728,7 @@ func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
 		}
 	}()
 	held += len(conns)
+	rate := float64(held) / time.Since(start).Seconds()
 	time.Sleep(2 * time.Second) // let the servers settle before measuring
 	after, err := serversMemory(o.servers)
 	if err != nil {
@@ -737,7 +742,7 @@ func benchConns(ctx context.Context, o benchOpts) (benchResult, error) {
 		fmt.Fprintf(os.Stderr, "holding %d sessions for %v\n", held, o.hold)
 		time.Sleep(o.hold)
 	}
-	return benchResult{Mode: "conns", Sessions: held, PerSession: per, Errors: rec.errors}, nil
+	return benchResult{Mode: "conns", Achieved: rate, Sessions: held, PerSession: per, Errors: rec.errors}, nil
 }
 
 // connsPerProcess is how many sessions one load process holds: under the
@@ -757,42 +762,70 @@ func connsChild(ctx context.Context, o benchOpts) error {
 	return nil
 }
 
+// connsDialers is how many sessions holdSessions opens at a time: a
+// crowd reconnecting to a node, not one client after another (one at a
+// time, each waits out its round trips and the welcome's directory post:
+// ~400 sessions a second here).
+const connsDialers = 64
+
 // holdSessions opens n sessions for users idle<from>..idle<from+n-1>,
-// spread over the servers, each said hello to and answering pings; it stops
-// at the first failure (counted in rec).
+// connsDialers at a time, spread over the servers, each said hello to and
+// answering pings; it stops opening more at the first failure (counted in
+// rec).
 func holdSessions(ctx context.Context, o benchOpts, from, n int, rec *recorder) []*websocket.Conn {
 	issuer := auth.NewIssuer(o.secret, 24*time.Hour)
-	var conns []*websocket.Conn
-	for i := from; i < from+n; i++ {
-		tok, _, _ := issuer.Mint(fmt.Sprintf("idle%d", i))
-		src := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%250))}
-		hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext}}
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, _, err := websocket.Dial(dctx, client.WSURL(o.servers[i%len(o.servers)]), &websocket.DialOptions{HTTPClient: hc})
-		if err == nil {
-			hello, _ := json.Marshal(map[string]string{"type": "hello", "token": tok})
-			err = c.Write(dctx, websocket.MessageText, hello)
+	var (
+		mu     sync.Mutex
+		conns  []*websocket.Conn
+		failed atomic.Bool
+		wg     sync.WaitGroup
+	)
+	sem := make(chan struct{}, connsDialers)
+	for i := from; i < from+n && !failed.Load(); i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			tok, _, _ := issuer.Mint(fmt.Sprintf("idle%d", i))
+			src := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%250))}
+			hc := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext}}
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(dctx, client.WSURL(o.servers[i%len(o.servers)]), &websocket.DialOptions{HTTPClient: hc})
 			if err == nil {
-				_, _, err = c.Read(dctx)
-			}
-		}
-		cancel()
-		if err != nil {
-			rec.fail(err)
-			break
-		}
-		conns = append(conns, c)
-		go func() { // answer pings so the server keeps the session
-			for {
-				if _, _, err := c.Read(context.Background()); err != nil {
-					return
+				hello, _ := json.Marshal(map[string]string{"type": "hello", "token": tok})
+				err = c.Write(dctx, websocket.MessageText, hello)
+				if err == nil {
+					_, _, err = c.Read(dctx)
+				}
+				if err != nil {
+					c.CloseNow()
 				}
 			}
+			if err != nil {
+				if !failed.Swap(true) {
+					rec.fail(err)
+				}
+				return
+			}
+			go func() { // answer pings so the server keeps the session
+				for {
+					if _, _, err := c.Read(context.Background()); err != nil {
+						return
+					}
+				}
+			}()
+			mu.Lock()
+			conns = append(conns, c)
+			held := len(conns)
+			mu.Unlock()
+			if !o.json && !o.connsChild && held%1000 == 0 {
+				fmt.Fprintf(o.out, "%d sessions\n", held)
+			}
 		}()
-		if !o.json && !o.connsChild && (i+1-from)%1000 == 0 {
-			fmt.Fprintf(o.out, "%d sessions\n", i+1-from)
-		}
 	}
+	wg.Wait()
 	return conns
 }
 
