@@ -88,7 +88,7 @@ if hist:
     print(f"{hist.get('senders', 64)} sessions, each with its own conversation of 500 messages, fetch pages of 50 at random places, one at a time (on the cluster the runs above filled).\n")
     print(f"{hist['achieved_per_s']:.0f} pages/s ({hist.get('messages_read', 0)/max(hist['acked'], 1):.0f} messages a page on average); fetch p50 {lat(f)} ms, p99 {lat(f,'p99')} ms, max {lat(f,'max')} ms; errors: {errors(hist)}.")
 if conns:
-    print(f"\n## Idle sessions\n\n{conns.get('sessions', 0)} sessions held by one node of a fresh cluster: {conns.get('server_bytes_per_session', 0)/1024:.1f} KiB of server memory each (RSS growth / sessions); errors: {errors(conns)}.\n")
+    print(f"\n## Idle sessions\n\n{conns.get('sessions', 0)} sessions held by one node of a fresh cluster: {conns.get('server_bytes_per_session', 0)/1024:.1f} KiB of server memory each (RSS growth / sessions); opened {conns.get('achieved_per_s', 0):.0f} a second, 64 at a time from each load process; errors: {errors(conns)}.\n")
 if idle:
     print(f"## Idle cluster\n\n3 nodes, 64 shards, no traffic, 60 s from 15 s after the start (a node idle for 10 s runs on one thread, `process.idle_after`): {idle['idle_cpu_pct_of_one_core']}% of one core (user + system time of the three processes).\n")
 if fo:
