@@ -80,6 +80,7 @@ func (n *Node) PostThen(node, kind string, body []byte, done func()) bool {
 func (n *Node) runPostLink(peerAddr string, l *postLink) {
 	var c net.Conn
 	var w *bufio.Writer
+	var hungUp <-chan struct{} // closed once the peer hangs up c
 	var frame []byte
 	var dones []func() // of the items in the write under way
 	write := func(it postItem) error {
@@ -102,6 +103,10 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 		case <-n.stop:
 			return
 		}
+		if c != nil && closed(hungUp) {
+			c.Close()
+			c = nil
+		}
 		if c == nil {
 			var err error
 			if c, err = n.dialPost(peerAddr); err != nil {
@@ -112,6 +117,7 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 				continue // this message is lost; the next one dials again
 			}
 			w = bufio.NewWriterSize(deadlineWriter{c, 5 * time.Second}, 64<<10)
+			hungUp = watchHangUp(c)
 		}
 		// Everything queued meanwhile goes in the same write. Only this
 		// goroutine takes from l.q, so a non-empty queue has an item.
@@ -131,6 +137,32 @@ func (n *Node) runPostLink(peerAddr string, l *postLink) {
 			c.Close()
 			c = nil
 		}
+	}
+}
+
+// watchHangUp returns a channel closed when the peer closes c, or c is
+// closed here. The receiver of a post stream never writes, so a read ends
+// only then. Without it, the first post after the peer's process ended
+// went into the dead connection as if sent (a write succeeds until the
+// peer's reset comes back), and a restarted node missed the first
+// delivery from each peer: TestDirectoryAfterRestart lost its DM in one
+// run of five.
+func watchHangUp(c net.Conn) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		c.Read(b[:])
+	}()
+	return done
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -597,3 +597,48 @@ func TestPushedFromWelcome(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A node that restarts comes back with a new directory stream: the others
+// take its users from its first delta on (a session on it is pushed to at
+// once), and it asks them for theirs (its sessions see the others' users
+// online).
+func TestDirectoryAfterRestart(t *testing.T) {
+	cfgs := make([]config.Config, 3)
+	nodes := servertest.Cluster(t, 3, func(i int, c *config.Config) { cfgs[i] = *c })
+	ctx := context.Background()
+	carol := dialOn(t, nodes[1], "carol")
+	defer carol.Close()
+
+	c := cfgs[2]
+	c.HTTP, c.Peer, c.Gossip = nodes[2].HTTPAddr(), nodes[2].Node().PeerAddr(), nodes[2].Node().GossipAddr()
+	c.Join = []string{nodes[0].Node().GossipAddr()}
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := server.Start(c, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := back.WaitReady(rctx); err != nil {
+		t.Fatal(err)
+	}
+
+	bob := dialOn(t, back, "bob") // returns once welcomed
+	sent, err := nodes[0].Service.Send(ctx, channel.SendRequest{From: "alice", To: "bob", Body: "welcome back", Key: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := waitEvent(t, bob, "message"); ev.Seq != sent.Seq || ev.Body != "welcome back" {
+		t.Fatalf("bob got %+v", ev)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		p, err := bob.Presence(ctx, []string{"carol"})
+		if err != nil || !p["carol"].Online {
+			return fmt.Errorf("carol seen from the restarted node: %v %v", p, err)
+		}
+		return nil
+	})
+}
