@@ -124,6 +124,7 @@ type Limits struct {
 	SendQueue       int      `toml:"send_queue"`
 	HelloTimeout    Duration `toml:"hello_timeout"`
 	IdleTimeout     Duration `toml:"idle_timeout"`
+	WriteTimeout    Duration `toml:"write_timeout"`
 }
 
 // Duration is a time.Duration written as "1.5s" in TOML and the environment.
@@ -157,7 +158,7 @@ func Default() Config {
 			MaxBatch: 512, Inflight: 4, Replicas: 3, Grace: Duration{30 * time.Second}},
 		Limits: Limits{MaxBody: 4096, MaxFrame: 256 << 10, MaxGroup: 5000, Rate: 50, Burst: 100,
 			SessionsPerUser: 16, SendQueue: 256, HelloTimeout: Duration{10 * time.Second},
-			IdleTimeout: Duration{30 * time.Second}},
+			IdleTimeout: Duration{30 * time.Second}, WriteTimeout: Duration{10 * time.Second}},
 		Webhook: Webhook{Timeout: Duration{5 * time.Second}},
 		Store:   Store{CacheMB: 128},
 		Process: Process{TimerSlack: Duration{5 * time.Millisecond}, IdleAfter: Duration{10 * time.Second}},
@@ -335,6 +336,7 @@ func (c *Config) Validate() error {
 		{c.Limits.SendQueue >= 8, "limits.send_queue", c.Limits.SendQueue, "must be at least 8"},
 		{c.Limits.HelloTimeout.Duration > 0, "limits.hello_timeout", c.Limits.HelloTimeout, "must be positive"},
 		{c.Limits.IdleTimeout.Duration >= 30*time.Millisecond, "limits.idle_timeout", c.Limits.IdleTimeout, "must be at least 30ms"},
+		{c.Limits.WriteTimeout.Duration >= 10*time.Millisecond, "limits.write_timeout", c.Limits.WriteTimeout, "must be at least 10ms"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {

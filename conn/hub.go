@@ -47,6 +47,7 @@ type Stats struct {
 	Sessions      int   `json:"sessions"`
 	Users         int   `json:"users"`
 	SlowCloses    int64 `json:"slow_consumer_closes"`
+	WriteTimeouts int64 `json:"write_timeout_closes"`
 	IdleCloses    int64 `json:"idle_closes"`
 	RateLimited   int64 `json:"rate_limited"`
 	Delivered     int64 `json:"frames_delivered"`
@@ -85,7 +86,7 @@ type Hub struct {
 	dirWant    chan string // nodes that asked for this node's full list
 	dirEpoch   uint64
 
-	slowCloses, idleCloses, rateLimited, delivered, peerDrops atomic.Int64
+	slowCloses, writeTimeouts, idleCloses, rateLimited, delivered, peerDrops atomic.Int64
 
 	sessions sync.WaitGroup
 	pingSeq  atomic.Uint32  // spreads sessions over the ping slots
@@ -376,6 +377,7 @@ func (h *Hub) Stats() Stats {
 	}
 	h.mu.Unlock()
 	st.SlowCloses = h.slowCloses.Load()
+	st.WriteTimeouts = h.writeTimeouts.Load()
 	st.IdleCloses = h.idleCloses.Load()
 	st.RateLimited = h.rateLimited.Load()
 	st.Delivered = h.delivered.Load()

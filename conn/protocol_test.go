@@ -499,6 +499,36 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	alice.ok(frame{"type": "ping"}, "pong")
 }
 
+// A client that stops reading, with room left in its send queue, is closed
+// once a write to it has made no progress for write_timeout, and counted.
+func TestStalledClientIsClosedAfterWriteTimeout(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Limits.SendQueue = 1 << 20 // never full: the write, not the queue, gives up
+		c.Limits.WriteTimeout = config.Duration{Duration: 300 * time.Millisecond}
+	})
+	stalled := e.dialSilent(nil) // reads nothing: the kernel buffers fill, then a write blocks
+	stalled.send(frame{"type": "hello", "token": e.token("bob")})
+	alice := e.dial("alice")
+	body := strings.Repeat("x", 4096)
+	for i := 0; e.srv.Hub.Stats().WriteTimeouts == 0; i++ {
+		if i == 10000 { // 40 MB: far past any socket buffer
+			t.Fatal("the stalled session was not closed")
+		}
+		alice.ok(frame{"type": "send", "to": "bob", "body": body, "key": fmt.Sprint(i)}, "sent")
+		alice.event("message")
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := len(e.srv.Hub.SessionsOf("bob")); n != 0 {
+			return fmt.Errorf("the stalled session is still live")
+		}
+		return nil
+	})
+	if st := e.srv.Hub.Stats(); st.WriteTimeouts != 1 || st.SlowCloses != 0 {
+		t.Fatalf("write timeouts %d, slow closes %d; want 1 and 0", st.WriteTimeouts, st.SlowCloses)
+	}
+	alice.ok(frame{"type": "ping"}, "pong")
+}
+
 func TestOriginCheck(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Web.Origins = []string{"chat.example.com"} })
 	try := func(origin string) int {

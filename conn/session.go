@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -273,12 +275,12 @@ func (s *Session) writeQueued() {
 			}
 			if err != nil {
 				s.conn.uncork()
-				s.ws.CloseNow()
+				s.writeFailed(err)
 				return // the queue stays marked busy: nothing more is written
 			}
 		}
 		if err := s.conn.uncork(); err != nil {
-			s.ws.CloseNow()
+			s.writeFailed(err)
 			return
 		}
 		for _, f := range frames {
@@ -288,6 +290,16 @@ func (s *Session) writeQueued() {
 			}
 		}
 	}
+}
+
+// writeFailed ends the session after a failed write: the client went away,
+// or (counted) it stopped reading and a write made no progress for
+// WriteTimeout.
+func (s *Session) writeFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		s.hub.writeTimeouts.Add(1)
+	}
+	s.ws.CloseNow()
 }
 
 // ping checks the session's liveness (called by the hub's ping loop): dead

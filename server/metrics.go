@@ -12,10 +12,10 @@ import (
 type collector struct {
 	s *Server
 
-	sessions, users, slowCloses, rateLimited, idleCloses, peerDrops *prometheus.Desc
-	leader, commit, applied, lastContact                            *prometheus.Desc
-	diskBytes, compactions                                          *prometheus.Desc
-	beatRPCs, beats                                                 *prometheus.Desc
+	sessions, users, slowCloses, writeTimeouts, rateLimited, idleCloses, peerDrops *prometheus.Desc
+	leader, commit, applied, lastContact                                           *prometheus.Desc
+	diskBytes, compactions                                                         *prometheus.Desc
+	beatRPCs, beats                                                                *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -23,25 +23,26 @@ func newCollector(s *Server) *collector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &collector{s: s,
-		sessions:    d("parley_sessions", "Live WebSocket sessions on this node."),
-		users:       d("parley_session_users", "Users with a live session on this node."),
-		slowCloses:  d("parley_slow_consumer_closes_total", "Sessions closed because they fell behind (code 4008)."),
-		rateLimited: d("parley_rate_limited_total", "Requests refused with rate_limited."),
-		idleCloses:  d("parley_idle_closes_total", "Sessions closed for silence (code 4000)."),
-		peerDrops:   d("parley_peer_push_drops_total", "Pushes to other nodes that were dropped (clients fill the gap from history)."),
-		leader:      d("parley_raft_leader", "1 if this node leads the shard.", "shard"),
-		commit:      d("parley_raft_commit_index", "The shard's commit index here.", "shard"),
-		applied:     d("parley_raft_applied_index", "The shard's applied index here.", "shard"),
-		lastContact: d("parley_raft_last_contact_seconds", "Since a follower last heard from its leader.", "shard"),
-		diskBytes:   d("parley_pebble_disk_bytes", "Size of the node's Pebble database on disk."),
-		compactions: d("parley_pebble_compactions_total", "Pebble compactions run."),
-		beatRPCs:    d("parley_raft_heartbeat_rpcs_total", "RPCs that carried this node's Raft heartbeats to its peers (coalesced)."),
-		beats:       d("parley_raft_heartbeats_total", "Raft heartbeats this node sent, all shards."),
+		sessions:      d("parley_sessions", "Live WebSocket sessions on this node."),
+		users:         d("parley_session_users", "Users with a live session on this node."),
+		slowCloses:    d("parley_slow_consumer_closes_total", "Sessions closed because they fell behind (code 4008)."),
+		writeTimeouts: d("parley_write_timeout_closes_total", "Sessions closed because a write to them made no progress for the write timeout (the client stopped reading)."),
+		rateLimited:   d("parley_rate_limited_total", "Requests refused with rate_limited."),
+		idleCloses:    d("parley_idle_closes_total", "Sessions closed for silence (code 4000)."),
+		peerDrops:     d("parley_peer_push_drops_total", "Pushes to other nodes that were dropped (clients fill the gap from history)."),
+		leader:        d("parley_raft_leader", "1 if this node leads the shard.", "shard"),
+		commit:        d("parley_raft_commit_index", "The shard's commit index here.", "shard"),
+		applied:       d("parley_raft_applied_index", "The shard's applied index here.", "shard"),
+		lastContact:   d("parley_raft_last_contact_seconds", "Since a follower last heard from its leader.", "shard"),
+		diskBytes:     d("parley_pebble_disk_bytes", "Size of the node's Pebble database on disk."),
+		compactions:   d("parley_pebble_compactions_total", "Pebble compactions run."),
+		beatRPCs:      d("parley_raft_heartbeat_rpcs_total", "RPCs that carried this node's Raft heartbeats to its peers (coalesced)."),
+		beats:         d("parley_raft_heartbeats_total", "Raft heartbeats this node sent, all shards."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessions, c.users, c.slowCloses, c.rateLimited, c.idleCloses, c.peerDrops,
+	for _, d := range []*prometheus.Desc{c.sessions, c.users, c.slowCloses, c.writeTimeouts, c.rateLimited, c.idleCloses, c.peerDrops,
 		c.leader, c.commit, c.applied, c.lastContact, c.diskBytes, c.compactions, c.beatRPCs, c.beats} {
 		ch <- d
 	}
@@ -58,6 +59,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.sessions, float64(st.Sessions))
 	gauge(c.users, float64(st.Users))
 	counter(c.slowCloses, float64(st.SlowCloses))
+	counter(c.writeTimeouts, float64(st.WriteTimeouts))
 	counter(c.rateLimited, float64(st.RateLimited))
 	counter(c.idleCloses, float64(st.IdleCloses))
 	counter(c.peerDrops, float64(st.PeerDrops))

@@ -65,7 +65,7 @@ func value(fams map[string]*dto.MetricFamily, name string, want map[string]strin
 func TestMetricsMoveWithMessages(t *testing.T) {
 	srv := servertest.Start(t, servertest.Config(t.TempDir()))
 	before := scrape(t, srv.HTTPAddr())
-	for _, name := range []string{"parley_sessions", "parley_raft_leader", "parley_pebble_disk_bytes", "parley_slow_consumer_closes_total", "parley_rate_limited_total"} {
+	for _, name := range []string{"parley_sessions", "parley_raft_leader", "parley_pebble_disk_bytes", "parley_slow_consumer_closes_total", "parley_write_timeout_closes_total", "parley_rate_limited_total"} {
 		if before[name] == nil {
 			t.Errorf("no %s", name)
 		}

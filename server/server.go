@@ -193,6 +193,7 @@ func hubOptions(cfg config.Config, nodeID string) conn.Options {
 	o.HelloTimeout = cfg.Limits.HelloTimeout.Duration
 	o.IdleTimeout = cfg.Limits.IdleTimeout.Duration
 	o.PingInterval = o.IdleTimeout / 3
+	o.WriteTimeout = cfg.Limits.WriteTimeout.Duration
 	return o
 }
 

@@ -11,7 +11,7 @@ async function refresh() {
       `ready: ${n.ready} · up ${n.uptime_s}s · http ${n.http} · peer ${n.peer} · gossip ${n.gossip} · data ${(n.data_bytes / 1048576).toFixed(1)} MiB`;
     const s = st.sessions;
     document.getElementById("sessions").textContent =
-      `${s.sessions} sessions of ${s.users} users · frames delivered ${s.frames_delivered} · slow-consumer closes ${s.slow_consumer_closes} · idle closes ${s.idle_closes} · rate-limited ${s.rate_limited}`;
+      `${s.sessions} sessions of ${s.users} users · frames delivered ${s.frames_delivered} · slow-consumer closes ${s.slow_consumer_closes} · write-timeout closes ${s.write_timeout_closes} · idle closes ${s.idle_closes} · rate-limited ${s.rate_limited}`;
     const t = st.traffic, now = Date.now();
     const sent = (t.sends_by_result.sent || 0) + (t.sends_by_result.duplicate || 0);
     let rates = "";
