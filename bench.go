@@ -620,7 +620,7 @@ func benchGroup(ctx context.Context, o benchOpts) (benchResult, error) {
 		return benchResult{}, fmt.Errorf("bench: warm-up message: %w", err)
 	}
 	if !waitFor(func() bool { return warm.Load() >= int64(len(users)) }, 2*time.Minute) {
-		return benchResult{}, fmt.Errorf("bench: the warm-up message reached %d of %d members in 2 minutes", warm.Load(), len(users))
+		return benchResult{}, fmt.Errorf("bench: the warm-up message reached %d of %d members in 2 minutes%s", warm.Load(), len(users), lostSessions(clients))
 	}
 	stop := make(chan struct{})
 	go progress(o, rec, stop)
@@ -861,6 +861,27 @@ func serverMemory(base string) (int64, error) {
 }
 
 // userNames is prefix0, prefix1, ... prefix(n-1).
+// lostSessions says how many of clients lost their connection, and the
+// first reason, if any did.
+func lostSessions(clients []*client.Client) string {
+	lost := 0
+	var first error
+	for _, c := range clients {
+		select {
+		case <-c.Done():
+			lost++
+			if first == nil {
+				first = c.Err()
+			}
+		default:
+		}
+	}
+	if lost == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d of the sessions ended (the first: %v)", lost, first)
+}
+
 func userNames(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
