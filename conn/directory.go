@@ -16,9 +16,10 @@ import (
 //
 //   - a delta as users come and go (gathered for a few ms), numbered 1, 2, ...
 //     within the node's epoch (random, new each time the hub starts);
-//   - every directoryRefresh a digest: the last number, how many users, and
-//     a hash of their ids (the XOR of each id's hash, so either side keeps
-//     it up to date with each change);
+//   - every directoryRefresh, and directorySettle after the last delta of a
+//     burst, a digest: the last number, how many users, and a hash of their
+//     ids (the XOR of each id's hash, so either side keeps it up to date
+//     with each change);
 //   - a full list, only to a node that asked for it.
 //
 // A receiver that sees a delta out of sequence (a post dropped at a full
@@ -37,6 +38,10 @@ const (
 	directoryRefresh = 5 * time.Second
 	// askEvery bounds how often a node asks another for its full list.
 	askEvery = time.Second
+	// directorySettle is how long after its last delta a node sends a
+	// digest as well: a lost delta with none after it to show the gap
+	// would otherwise go unseen until the next regular digest.
+	directorySettle = 200 * time.Millisecond
 )
 
 // directoryMsg is one message of a node's directory stream. A message
@@ -295,6 +300,9 @@ func (h *Hub) directoryDelta(user string, online bool) {
 func (h *Hub) directoryLoop() {
 	tick := time.NewTicker(directoryRefresh)
 	defer tick.Stop()
+	settle := time.NewTimer(directorySettle)
+	settle.Stop()
+	defer settle.Stop()
 	s := dirStream{epoch: h.dirEpoch}
 	for {
 		var want []string
@@ -302,6 +310,9 @@ func (h *Hub) directoryLoop() {
 		case <-h.stop:
 			return
 		case <-tick.C:
+			h.postDirectory(s.digest(), nil, h.peers())
+			continue
+		case <-settle.C:
 			h.postDirectory(s.digest(), nil, h.peers())
 			continue
 		case node := <-h.dirWant:
@@ -333,6 +344,7 @@ func (h *Hub) directoryLoop() {
 		}
 		if m, ok := s.delta(batch); ok {
 			h.postDirectory(m, sent, h.peers())
+			settle.Reset(directorySettle)
 		} else if sent != nil {
 			close(sent)
 		}

@@ -350,6 +350,23 @@ func TestDirectoryRepairsLostDeltas(t *testing.T) {
 	// well before n1's next digest would show it the difference.
 	comeAndGo(a, true, "dave")
 	waitKnows(t, b, directoryRefresh/2, "n1", "alice", "carol", "dave")
+
+	// A lost delta with none after it: the digest that follows a burst
+	// shows the difference, again well before the regular one.
+	lost = make(chan struct{})
+	n.mu.Lock()
+	n.drop = func(from, to string, body []byte) bool {
+		if from != "n1" {
+			return false
+		}
+		n.drop = nil
+		close(lost)
+		return true
+	}
+	n.mu.Unlock()
+	comeAndGo(a, false, "carol")
+	<-lost
+	waitKnows(t, b, directoryRefresh/2, "n1", "alice", "dave")
 }
 
 // A full list now goes only to a node that asks; applying one must still
