@@ -13,17 +13,24 @@ import (
 // hclogAdapter sends hashicorp/raft's logs through slog. raft is chatty at
 // Info about routine events, so its Info lines go to slog's Debug unless they
 // matter for operations (elections and configuration changes are Info).
+// Once the node is closing, its warnings and errors are Debug too: they are
+// the node's own shutdown ("transport shutdown", RPCs cut short), dozens a
+// node, and said nothing an operator stopping it needs.
 type hclogAdapter struct {
-	log  *slog.Logger
-	name string
-	args []any
+	log     *slog.Logger
+	name    string
+	args    []any
+	closing func() bool // nil: never
 }
 
-func newHclog(log *slog.Logger, name string) hclog.Logger {
-	return &hclogAdapter{log: log, name: name}
+func newHclog(log *slog.Logger, name string, closing func() bool) hclog.Logger {
+	return &hclogAdapter{log: log, name: name, closing: closing}
 }
 
 func (h *hclogAdapter) emit(level slog.Level, msg string, args []any) {
+	if level > slog.LevelDebug && h.closing != nil && h.closing() {
+		level = slog.LevelDebug
+	}
 	if !h.log.Enabled(context.Background(), level) {
 		return
 	}
@@ -67,17 +74,17 @@ func (h *hclogAdapter) IsError() bool { return true }
 func (h *hclogAdapter) ImpliedArgs() []any { return h.args }
 
 func (h *hclogAdapter) With(args ...any) hclog.Logger {
-	return &hclogAdapter{log: h.log, name: h.name, args: append(append([]any{}, h.args...), args...)}
+	return &hclogAdapter{log: h.log, name: h.name, args: append(append([]any{}, h.args...), args...), closing: h.closing}
 }
 
 func (h *hclogAdapter) Name() string { return h.name }
 
 func (h *hclogAdapter) Named(name string) hclog.Logger {
-	return &hclogAdapter{log: h.log.With("sub", name), name: h.name + "." + name, args: h.args}
+	return &hclogAdapter{log: h.log.With("sub", name), name: h.name + "." + name, args: h.args, closing: h.closing}
 }
 
 func (h *hclogAdapter) ResetNamed(name string) hclog.Logger {
-	return &hclogAdapter{log: h.log, name: name, args: h.args}
+	return &hclogAdapter{log: h.log, name: name, args: h.args, closing: h.closing}
 }
 
 func (h *hclogAdapter) SetLevel(hclog.Level) {}

@@ -275,7 +275,7 @@ func (n *Node) raftConfig(shard int) *raft.Config {
 	}
 	// The state lives in Pebble with its own applied index: nothing to load.
 	c.NoSnapshotRestoreOnStart = true
-	c.Logger = newHclog(n.log.With("sys", "raft", "shard", shard), "raft")
+	c.Logger = newHclog(n.log.With("sys", "raft", "shard", shard), "raft", n.closing)
 	return c
 }
 
@@ -303,7 +303,7 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 		Stream:  n.mux.Layer(kindRaft, shard),
 		MaxPool: 2,
 		Timeout: timeout,
-		Logger:  newHclog(n.log.With("sys", "raft-net", "shard", shard), "raft-net"),
+		Logger:  newHclog(n.log.With("sys", "raft-net", "shard", shard), "raft-net", n.closing),
 	})
 	bt := newBeatTransport(n, trans, shard, timeout)
 	f := newFSM(shard, sm, n.st, n.busy)
@@ -677,6 +677,16 @@ func (n *Node) OnMembership(f func()) { n.members.subscribe(f) }
 
 // AliveNodes lists the live members' names, this node included.
 func (n *Node) AliveNodes() []string { return n.members.alive() }
+
+// closing reports whether Close has begun.
+func (n *Node) closing() bool {
+	select {
+	case <-n.stop:
+		return true
+	default:
+		return false
+	}
+}
 
 // Close stops every group, the gossip and the peer listener without a
 // goodbye (Drain says goodbye first). Committed state is already durable.
