@@ -37,9 +37,10 @@ const (
 // past it the stream is not read until one ends.
 const readsInFlight = 256
 
-// readTimeout bounds a read at the leader. A caller waits less (its
-// request's own timeout); this only ends work nobody waits for.
-const readTimeout = 10 * time.Second
+// readTimeout bounds a read at the leader: under forwardTimeout, so that a
+// read stuck there is answered unavailable (and retried) before its link
+// gives up the stream, failing every other read on it too.
+const readTimeout = 5 * time.Second
 
 // readAt runs op at the leader of shard, at peerAddr, in mode.
 func (n *Node) readAt(ctx context.Context, peerAddr string, shard int, mode byte, op []byte) ([]byte, error) {
