@@ -325,23 +325,7 @@ func (h *Hub) directoryLoop() {
 		case <-h.dirPoke:
 			time.Sleep(2 * time.Millisecond) // gather a burst of connects into one message
 		}
-		// A full list is the users the deltas so far add up to: taken with
-		// the changes waiting, under the lock that orders them.
-		var users []string
-		if len(want) > 0 {
-			h.mu.Lock()
-			users = make([]string, 0, len(h.users))
-			for u := range h.users {
-				users = append(users, u)
-			}
-		}
-		h.dirMu.Lock()
-		batch, sent := h.dirPending, h.dirSent
-		h.dirPending, h.dirSent = nil, nil
-		h.dirMu.Unlock()
-		if len(want) > 0 {
-			h.mu.Unlock()
-		}
+		batch, sent, users := h.takeDirectoryChanges(len(want) > 0)
 		if m, ok := s.delta(batch); ok {
 			h.postDirectory(m, sent, h.peers())
 			settle.Reset(directorySettle)
@@ -356,6 +340,26 @@ func (h *Hub) directoryLoop() {
 			h.postDirectory(m, nil, want)
 		}
 	}
+}
+
+// takeDirectoryChanges takes the changes gathered for the next delta and
+// the channel of the sessions waiting for it to go out, and, if withUsers,
+// the users here: what the deltas so far add up to with those changes,
+// taken under the lock that orders them.
+func (h *Hub) takeDirectoryChanges(withUsers bool) (batch map[string]dirChange, sent chan struct{}, users []string) {
+	if withUsers {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		users = make([]string, 0, len(h.users))
+		for u := range h.users {
+			users = append(users, u)
+		}
+	}
+	h.dirMu.Lock()
+	defer h.dirMu.Unlock()
+	batch, sent = h.dirPending, h.dirSent
+	h.dirPending, h.dirSent = nil, nil
+	return batch, sent, users
 }
 
 // peers is the other alive nodes.
