@@ -382,29 +382,8 @@ func (n *Node) closeOnStop(c net.Conn) (release func()) {
 // serveStream reads one node's forwarded proposals in order, queues each in
 // its shard's batcher, and writes each answer as soon as it is known.
 func (n *Node) serveStream(c net.Conn) {
-	ctx, cancel := context.WithCancel(n.ctx)
-	defer cancel()
-	go func() {
-		<-ctx.Done()
-		c.Close()
-	}()
-	answers := make(chan []byte, 1024)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		writeAnswers(ctx, c, answers)
-		cancel()
-	}()
-	defer func() {
-		cancel()
-		<-writerDone
-	}()
-	answer := func(id uint64, o outcome) {
-		select {
-		case answers <- encodeFwdAnswer(id, o):
-		case <-ctx.Done():
-		}
-	}
+	ctx, answer, stop := n.answering(c)
+	defer stop()
 	r := bufio.NewReaderSize(c, 64<<10)
 	var buf []byte
 	for {
@@ -428,6 +407,35 @@ func (n *Node) serveStream(c net.Conn) {
 		if _, err := n.groups[shard].batch.submitFunc(ctx, cmd, func(o outcome) { answer(id, o) }); err != nil {
 			answer(id, outcome{err: err})
 		}
+	}
+}
+
+// answering runs the writer of a served stream's answers on c. answer
+// queues one (or drops it once the stream has ended); ctx ends with the
+// stream: a failed write, the node stopping, or stop, which also waits for
+// the writer and closes c.
+func (n *Node) answering(c net.Conn) (ctx context.Context, answer func(id uint64, o outcome), stop func()) {
+	ctx, cancel := context.WithCancel(n.ctx)
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	answers := make(chan []byte, 1024)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		writeAnswers(ctx, c, answers)
+		cancel()
+	}()
+	answer = func(id uint64, o outcome) {
+		select {
+		case answers <- encodeFwdAnswer(id, o):
+		case <-ctx.Done():
+		}
+	}
+	return ctx, answer, func() {
+		cancel()
+		<-writerDone
 	}
 }
 

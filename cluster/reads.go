@@ -55,26 +55,13 @@ func (r rawAnswer) AppendBinary(b []byte) ([]byte, error) { return append(b, r..
 // serveReads serves one node's read stream: each read runs on its own
 // goroutine, and its answer is written as soon as it is known.
 func (n *Node) serveReads(c net.Conn) {
-	ctx, cancel := context.WithCancel(n.ctx)
-	defer cancel()
-	go func() {
-		<-ctx.Done()
-		c.Close()
-	}()
-	answers := make(chan []byte, 1024)
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		writeAnswers(ctx, c, answers)
-		cancel()
-	}()
+	ctx, answer, stop := n.answering(c)
 	running := make(chan struct{}, readsInFlight)
 	defer func() {
-		cancel()
+		stop()
 		for range readsInFlight { // the reads under way end with ctx
 			running <- struct{}{}
 		}
-		<-writerDone
 	}()
 	r := bufio.NewReaderSize(c, 64<<10)
 	var buf []byte
@@ -106,11 +93,7 @@ func (n *Node) serveReads(c net.Conn) {
 				read = n.readLeaderLocal
 			}
 			out, err := read(rctx, shard, op)
-			o := outcome{val: rawAnswer(out), err: err}
-			select {
-			case answers <- encodeFwdAnswer(id, o):
-			case <-ctx.Done():
-			}
+			answer(id, outcome{val: rawAnswer(out), err: err})
 		}()
 	}
 }

@@ -260,6 +260,23 @@ func (c *fakeCluster) PostThen(node, kind string, body []byte, done func()) bool
 	return true
 }
 
+// dropNextFrom loses the next message node posts; the channel closes when
+// it has.
+func (n *fakeNet) dropNextFrom(node string) <-chan struct{} {
+	lost := make(chan struct{})
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.drop = func(from, to string, body []byte) bool { // called under n.mu
+		if from != node {
+			return false
+		}
+		n.drop = nil
+		close(lost)
+		return true
+	}
+	return lost
+}
+
 func (n *fakeNet) close() {
 	n.mu.Lock()
 	n.shut = true
@@ -333,17 +350,7 @@ func TestDirectoryRepairsLostDeltas(t *testing.T) {
 	comeAndGo(a, true, "alice", "bob", "carol")
 	waitKnows(t, b, 10*time.Second, "n1", "alice", "bob", "carol")
 
-	lost := make(chan struct{})
-	n.mu.Lock()
-	n.drop = func(from, to string, body []byte) bool { // the next one from n1
-		if from != "n1" {
-			return false
-		}
-		n.drop = nil
-		close(lost)
-		return true
-	}
-	n.mu.Unlock()
+	lost := n.dropNextFrom("n1")
 	comeAndGo(a, false, "bob")
 	<-lost
 	// The next delta is out of sequence: n2 asks for the list at once,
@@ -353,17 +360,7 @@ func TestDirectoryRepairsLostDeltas(t *testing.T) {
 
 	// A lost delta with none after it: the digest that follows a burst
 	// shows the difference, again well before the regular one.
-	lost = make(chan struct{})
-	n.mu.Lock()
-	n.drop = func(from, to string, body []byte) bool {
-		if from != "n1" {
-			return false
-		}
-		n.drop = nil
-		close(lost)
-		return true
-	}
-	n.mu.Unlock()
+	lost = n.dropNextFrom("n1")
 	comeAndGo(a, false, "carol")
 	<-lost
 	waitKnows(t, b, directoryRefresh/2, "n1", "alice", "dave")

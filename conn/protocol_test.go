@@ -473,19 +473,26 @@ func expiredToken(t *testing.T, e *env) string {
 	return tok
 }
 
+// floodBob has alice send bob 4 KB messages until done holds, failing with
+// why after 40 MB, far past any socket buffer.
+func floodBob(t *testing.T, alice *ws, done func() bool, why string) {
+	t.Helper()
+	body := strings.Repeat("x", 4096)
+	for i := 0; !done(); i++ {
+		if i == 10000 {
+			t.Fatal(why)
+		}
+		alice.ok(frame{"type": "send", "to": "bob", "body": body, "key": fmt.Sprint(i)}, "sent")
+		alice.event("message")
+	}
+}
+
 func TestSlowConsumerIsClosed(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Limits.SendQueue = 64 })
 	slow := e.dialSilent(nil) // reads nothing: the kernel buffers fill, then its queue
 	slow.send(frame{"type": "hello", "token": e.token("bob")})
 	alice := e.dial("alice")
-	body := strings.Repeat("x", 4096)
-	for i := 0; e.srv.Hub.Stats().SlowCloses == 0; i++ {
-		if i == 10000 { // 40 MB: far past any socket buffer
-			t.Fatal("no slow consumer was cut off")
-		}
-		alice.ok(frame{"type": "send", "to": "bob", "body": body, "key": fmt.Sprint(i)}, "sent")
-		alice.event("message")
-	}
+	floodBob(t, alice, func() bool { return e.srv.Hub.Stats().SlowCloses > 0 }, "no slow consumer was cut off")
 	testutil.Eventually(t, 30*time.Second, func() error {
 		if n := len(e.srv.Hub.SessionsOf("bob")); n != 0 {
 			return fmt.Errorf("the slow session is still live")
@@ -509,14 +516,7 @@ func TestStalledClientIsClosedAfterWriteTimeout(t *testing.T) {
 	stalled := e.dialSilent(nil) // reads nothing: the kernel buffers fill, then a write blocks
 	stalled.send(frame{"type": "hello", "token": e.token("bob")})
 	alice := e.dial("alice")
-	body := strings.Repeat("x", 4096)
-	for i := 0; e.srv.Hub.Stats().WriteTimeouts == 0; i++ {
-		if i == 10000 { // 40 MB: far past any socket buffer
-			t.Fatal("the stalled session was not closed")
-		}
-		alice.ok(frame{"type": "send", "to": "bob", "body": body, "key": fmt.Sprint(i)}, "sent")
-		alice.event("message")
-	}
+	floodBob(t, alice, func() bool { return e.srv.Hub.Stats().WriteTimeouts > 0 }, "the stalled session was not closed")
 	testutil.Eventually(t, 10*time.Second, func() error {
 		if n := len(e.srv.Hub.SessionsOf("bob")); n != 0 {
 			return fmt.Errorf("the stalled session is still live")
