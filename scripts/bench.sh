@@ -5,6 +5,7 @@
 set -euo pipefail
 bin=./bin/parley
 out=bench-results
+rm -rf "$out" # results of an earlier run must not pass for this one's
 mkdir -p "$out"
 # The throughput run's 64 senders each send hundreds of messages a second,
 # far past the default per-user limit ([limits] rate 50/s): raise it.
@@ -33,11 +34,17 @@ done
 : > "$out/cluster.log"
 start_cluster
 S=http://127.0.0.1:8080,http://127.0.0.2:8080,http://127.0.0.3:8080
+# A step that fails leaves its error in $out/<name>.err and the suite goes
+# on: BENCHMARKS.md lists the failed steps, and make bench fails at the end.
+failed=0
 run() { # name, args...
   local name=$1; shift
   echo "== $name: parley bench $*" >&2
-  "$bin" bench --json "$@" > "$out/$name.json"
   echo "parley bench $*" > "$out/$name.cmd"
+  if ! "$bin" bench --json "$@" > "$out/$name.json" 2> >(tee "$out/$name.err" >&2); then
+    rm -f "$out/$name.json"
+    failed=1
+  fi
 }
 # Idle CPU first, on a cluster that has done nothing, once it has settled
 # (process.idle_after, 10 s, puts an idle node on one thread).
@@ -69,3 +76,7 @@ run failover --servers http://127.0.0.2:8080,http://127.0.0.3:8080 --users 200 -
 python3 scripts/latency_svg.py "$out" > docs/bench-latency.svg
 python3 scripts/benchmarks_md.py "$out" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md" >&2
+if [ "$failed" = 1 ]; then
+  echo "bench: some steps failed (BENCHMARKS.md lists them)" >&2
+  exit 1
+fi
