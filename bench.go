@@ -860,7 +860,6 @@ func serverMemory(base string) (int64, error) {
 	return st.Node.RSS, nil
 }
 
-// userNames is prefix0, prefix1, ... prefix(n-1).
 // lostSessions says how many of clients lost their connection, and the
 // first reason, if any did.
 func lostSessions(clients []*client.Client) string {
@@ -882,6 +881,7 @@ func lostSessions(clients []*client.Client) string {
 	return fmt.Sprintf("; %d of the sessions ended (the first: %v)", lost, first)
 }
 
+// userNames is prefix0, prefix1, ... prefix(n-1).
 func userNames(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {

@@ -384,28 +384,41 @@ func (n *Node) closeOnStop(c net.Conn) (release func()) {
 func (n *Node) serveStream(c net.Conn) {
 	ctx, answer, stop := n.answering(c)
 	defer stop()
+	n.readRequests(ctx, c, "forwarding", func(frame []byte) error {
+		id, shard, cmd, err := parseFwdRequest(frame, len(n.groups))
+		if err != nil {
+			return err
+		}
+		if !n.IsLeader(shard) {
+			answer(id, outcome{err: fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, shard)})
+			return nil
+		}
+		cmd = append([]byte(nil), cmd...) // the frame's buffer is reused for the next
+		if _, err := n.groups[shard].batch.submitFunc(ctx, cmd, func(o outcome) { answer(id, o) }); err != nil {
+			answer(id, outcome{err: err})
+		}
+		return nil
+	})
+}
+
+// readRequests hands each frame of a served stream to handle, in order,
+// until the stream fails or ctx ends; the frame's buffer is reused, so
+// handle copies what it keeps. A frame handle refuses (malformed) closes
+// the stream. what names the stream in the log.
+func (n *Node) readRequests(ctx context.Context, c net.Conn, what string, handle func(frame []byte) error) {
 	r := bufio.NewReaderSize(c, 64<<10)
 	var buf []byte
 	for {
 		var err error
 		if buf, err = readFrame(r, buf); err != nil {
 			if ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				n.log.Warn("forwarding stream", "remote", c.RemoteAddr(), "err", err)
+				n.log.Warn(what+" stream", "remote", c.RemoteAddr(), "err", err)
 			}
 			return
 		}
-		id, shard, cmd, err := parseFwdRequest(buf, len(n.groups))
-		if err != nil {
-			n.log.Warn("malformed forwarded proposal; closing the stream", "remote", c.RemoteAddr(), "err", err)
+		if err := handle(buf); err != nil {
+			n.log.Warn("malformed "+what+" frame; closing the stream", "remote", c.RemoteAddr(), "err", err)
 			return
-		}
-		if !n.IsLeader(shard) {
-			answer(id, outcome{err: fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, shard)})
-			continue
-		}
-		cmd = append([]byte(nil), cmd...) // buf is reused for the next frame
-		if _, err := n.groups[shard].batch.submitFunc(ctx, cmd, func(o outcome) { answer(id, o) }); err != nil {
-			answer(id, outcome{err: err})
 		}
 	}
 }

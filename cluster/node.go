@@ -679,14 +679,7 @@ func (n *Node) OnMembership(f func()) { n.members.subscribe(f) }
 func (n *Node) AliveNodes() []string { return n.members.alive() }
 
 // closing reports whether Close has begun.
-func (n *Node) closing() bool {
-	select {
-	case <-n.stop:
-		return true
-	default:
-		return false
-	}
-}
+func (n *Node) closing() bool { return closed(n.stop) }
 
 // Close stops every group, the gossip and the peer listener without a
 // goodbye (Drain says goodbye first). Committed state is already durable.

@@ -1,12 +1,9 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
 )
@@ -63,26 +60,16 @@ func (n *Node) serveReads(c net.Conn) {
 			running <- struct{}{}
 		}
 	}()
-	r := bufio.NewReaderSize(c, 64<<10)
-	var buf []byte
-	for {
-		var err error
-		if buf, err = readFrame(r, buf); err != nil {
-			if ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				n.log.Warn("read stream", "remote", c.RemoteAddr(), "err", err)
-			}
-			return
-		}
-		id, shard, mode, op, err := parseReadRequest(buf, len(n.groups))
+	n.readRequests(ctx, c, "read", func(frame []byte) error {
+		id, shard, mode, op, err := parseReadRequest(frame, len(n.groups))
 		if err != nil {
-			n.log.Warn("malformed forwarded read; closing the stream", "remote", c.RemoteAddr(), "err", err)
-			return
+			return err
 		}
-		op = append([]byte(nil), op...) // buf is reused for the next frame
+		op = append([]byte(nil), op...) // the frame's buffer is reused for the next
 		select {
 		case running <- struct{}{}:
 		case <-ctx.Done():
-			return
+			return nil
 		}
 		go func() {
 			defer func() { <-running }()
@@ -95,7 +82,8 @@ func (n *Node) serveReads(c net.Conn) {
 			out, err := read(rctx, shard, op)
 			answer(id, outcome{val: rawAnswer(out), err: err})
 		}()
-	}
+		return nil
+	})
 }
 
 func appendReadRequest(b []byte, id uint64, shard int, mode byte, op []byte) []byte {
@@ -110,7 +98,7 @@ func parseReadRequest(p []byte, shards int) (id uint64, shard int, mode byte, op
 	id, p, ok := uvarint(p, true)
 	s, p, ok := uvarint(p, ok)
 	if !ok || len(p) == 0 {
-		return 0, 0, 0, nil, errBadFrame
+		return 0, 0, 0, nil, fmt.Errorf("%w: read", errBadFrame)
 	}
 	mode, p = p[0], p[1:]
 	op, p, ok = bytesField(p, ok)
