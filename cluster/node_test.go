@@ -313,3 +313,16 @@ func TestCloseDoesNotWaitForASilentPeer(t *testing.T) {
 		t.Fatalf("Close took %v: it waited for RPCs to a peer that never answers", took)
 	}
 }
+
+func TestConfigIndexBound(t *testing.T) {
+	tn := startNode(t, t.TempDir(), testConfig(), nil)
+	defer tn.close(t)
+	g := tn.groups[0]
+	f := g.raft.AddNonvoter("x", "127.0.0.1:1", 0, 5*time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if got := configIndexBound(g); got < f.Index() {
+		t.Fatalf("bound %d, below the configuration's index %d", got, f.Index())
+	}
+}

@@ -53,7 +53,10 @@ func (n *Node) reconcile(shard int, present []string) {
 	if cf.Error() != nil {
 		return
 	}
-	conf, index := cf.Configuration(), cf.Index()
+	// The changes below pass prevIndex 0 (no check): raft cannot tell us
+	// the index it would check against (see configIndexBound), this loop
+	// is the shard's only writer, and a leadership change fails the call.
+	conf, last := cf.Configuration(), configIndexBound(g)
 	placed := Placement(shard, present, n.cfg.Replicas)
 	inConf := map[string]raft.Server{}
 	for _, s := range conf.Servers {
@@ -67,7 +70,7 @@ func (n *Node) reconcile(shard int, present []string) {
 		if !ok || !n.members.isAlive(id) {
 			continue // a placed node within its grace period: nothing to add
 		}
-		n.change(shard, "add non-voter", id, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(meta.Peer), index, 5*time.Second))
+		n.change(shard, "add non-voter", id, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(meta.Peer), 0, 5*time.Second))
 		return
 	}
 	allVote := true
@@ -82,7 +85,7 @@ func (n *Node) reconcile(shard int, present []string) {
 		}
 		allVote = false
 		if n.caughtUp(shard, s) {
-			n.change(shard, "promote to voter", id, g.raft.AddVoter(s.ID, s.Address, index, 5*time.Second))
+			n.change(shard, "promote to voter", id, g.raft.AddVoter(s.ID, s.Address, 0, 5*time.Second))
 			return
 		}
 	}
@@ -108,22 +111,30 @@ func (n *Node) reconcile(shard int, present []string) {
 			// may never learn of it: with its last configuration naming it
 			// a voter it would campaign for the shard forever. Named a
 			// non-voter, it stays quiet.
-			n.change(shard, "demote before removing", id, g.raft.DemoteVoter(s.ID, index, 5*time.Second))
+			n.change(shard, "demote before removing", id, g.raft.DemoteVoter(s.ID, 0, 5*time.Second))
 			return
 		}
 		if s.Suffrage == raft.Nonvoter && n.members.isAlive(id) {
 			// The demotion commits without the demoted node, and once its
 			// removal is appended nothing more reaches it: remove it only
-			// when it has the configuration that makes it a non-voter
-			// (the latest, at index). Until then, the next pass asks again.
-			if applied, ok := n.applied(shard, s); !ok || applied < index {
+			// when it has applied the configuration that makes it a
+			// non-voter (the latest, at or below last). Until then, the
+			// next pass asks again.
+			if applied, ok := n.applied(shard, s); !ok || applied < last {
 				return
 			}
 		}
-		n.change(shard, "remove", id, g.raft.RemoveServer(s.ID, index, 5*time.Second))
+		n.change(shard, "remove", id, g.raft.RemoveServer(s.ID, 0, 5*time.Second))
 		return
 	}
 }
+
+// configIndexBound returns an index at or above that of g's latest
+// configuration. hashicorp/raft 1.8's GetConfiguration gives a cached
+// configuration without its index (Index is always 0): waiting for a
+// demoted node to apply index 0 removed it before it knew of its
+// demotion, and it campaigned for the shard forever.
+func configIndexBound(g *group) uint64 { return g.raft.LastIndex() }
 
 // quorumWithout reports whether the live voters after removing id still
 // form a majority of the voters left.
