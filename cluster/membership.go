@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"slices"
 	"strconv"
@@ -43,6 +44,12 @@ type membership struct {
 	addr string // the gossip address bound
 
 	leaving sync.WaitGroup // memberlist's wait in leave, which may outlast it
+
+	// updating serializes metadata updates: memberlist reads the metadata
+	// (NodeMeta) and numbers the update in two steps, so two at once could
+	// send the older metadata under the newer number, and the peers kept
+	// it until this node's metadata next changed.
+	updating sync.Mutex
 
 	mu       sync.Mutex // guards the fields below
 	self     nodeMeta
@@ -133,18 +140,27 @@ func (m *membership) setCluster(id string) {
 	m.mu.Lock()
 	m.self.Cluster = id
 	m.mu.Unlock()
-	m.ml.UpdateNode(100 * time.Millisecond) // the broadcast goes out anyway; do not hold the caller
+	m.updateNode()
 }
 
-// setLeads gossips the shards this node leads, when they changed.
-func (m *membership) setLeads(bits []byte) {
+// setLeads gossips the shards this node leads when they changed, or
+// regardless if again; it reports whether they changed.
+func (m *membership) setLeads(bits []byte, again bool) bool {
 	m.mu.Lock()
-	same := string(m.self.Leads) == string(bits)
+	changed := string(m.self.Leads) != string(bits)
 	m.self.Leads = bits
 	m.mu.Unlock()
-	if !same {
-		m.ml.UpdateNode(100 * time.Millisecond) // the broadcast goes out anyway; do not hold the caller
+	if changed || again {
+		m.updateNode()
 	}
+	return changed
+}
+
+// updateNode gossips this node's metadata as it is now.
+func (m *membership) updateNode() {
+	m.updating.Lock()
+	defer m.updating.Unlock()
+	m.ml.UpdateNode(100 * time.Millisecond) // the broadcast goes out anyway; do not hold the caller
 }
 
 // leaderOf returns a live member that says it leads shard.
@@ -157,6 +173,24 @@ func (m *membership) leaderOf(shard int) (nodeMeta, string, bool) {
 		}
 	}
 	return nodeMeta{}, "", false
+}
+
+// ledCounts maps each live member to how many shards it says it leads.
+func (m *membership) ledCounts() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int{}
+	for name, s := range m.nodes {
+		if !s.alive {
+			continue
+		}
+		c := 0
+		for _, b := range s.meta.Leads {
+			c += bits.OnesCount8(b)
+		}
+		out[name] = c
+	}
+	return out
 }
 
 func (m *membership) subscribe(f func()) {

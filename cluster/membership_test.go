@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,5 +61,30 @@ func TestLeaveEndsWhenNoPeerIsLeft(t *testing.T) {
 	}
 	if err := <-left; err != nil {
 		t.Fatalf("b waited for its goodbye to go out with a gone: %v", err)
+	}
+}
+
+// Concurrent metadata changes (the led shards, from every shard's state
+// change, and the cluster id) must leave memberlist gossiping the latest:
+// memberlist reads the metadata and numbers the update in two steps, so
+// an older read could go out under the newer number, and the node's
+// peers kept a stale list of the shards it leads until it next changed.
+func TestConcurrentMetaUpdatesKeepTheLatest(t *testing.T) {
+	m := startTestMembership(t, "a", nil, nil)
+	for round := range 20 {
+		var wg sync.WaitGroup
+		for i := range 200 {
+			wg.Go(func() {
+				if i%50 == 0 {
+					m.setCluster(fmt.Sprint("c", round, i))
+				}
+				m.setLeads([]byte{byte(round), byte(i)}, false)
+			})
+		}
+		wg.Wait()
+		want, _ := json.Marshal(m.self)
+		if got := m.ml.LocalNode().Meta; string(got) != string(want) {
+			t.Fatalf("round %d: memberlist gossips %s, the node's metadata is %s", round, got, want)
+		}
 	}
 }

@@ -479,18 +479,25 @@ var leadsRefresh = 5 * time.Second
 // configuration change the old leader handed over (it leaves the shard)
 // is then made at once, not at the next tick. It runs when a shard's raft
 // changes state (it polled ten times a second before: ten wake-ups a
-// second of an idle node), and every few seconds regardless.
+// second of an idle node), and every few seconds regardless. The first
+// tick after a change gossips the bits once more: now and then a peer
+// never got a change (seen at formation, when every node's bits change
+// many times a second; the cause is inside memberlist), and kept the old
+// bits until the next full state exchange, 30 s or more later.
 func (n *Node) leadsLoop() {
 	tick := time.NewTicker(leadsRefresh)
 	defer tick.Stop()
 	var prev []byte
+	again := false // gossip the bits once more at the next tick
 	for first := true; ; first = false {
+		ticked := false
 		if !first {
 			select {
 			case <-n.stop:
 				return
 			case <-n.states:
 			case <-tick.C:
+				ticked = true
 			}
 		}
 		bits := make([]byte, (len(n.groups)+7)/8)
@@ -501,8 +508,12 @@ func (n *Node) leadsLoop() {
 				gained = gained || prev == nil || prev[i/8]&(1<<(i%8)) == 0
 			}
 		}
+		if ticked && again {
+			again = !n.members.setLeads(bits, true)
+		} else if n.members.setLeads(bits, false) {
+			again = true
+		}
 		prev = bits
-		n.members.setLeads(bits)
 		if gained && n.formed.Load() {
 			n.wake()
 		}
