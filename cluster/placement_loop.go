@@ -29,10 +29,12 @@ func (n *Node) placementLoop() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		ticked := false
 		select {
 		case <-n.stop:
 			return
 		case <-tick.C:
+			ticked = true
 		case <-n.poke:
 		}
 		if !n.formed.Load() || n.draining.Load() {
@@ -43,6 +45,9 @@ func (n *Node) placementLoop() {
 			if n.IsLeader(shard) {
 				n.reconcile(shard, present)
 			}
+		}
+		if ticked {
+			n.balance(present)
 		}
 	}
 }

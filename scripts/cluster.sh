@@ -2,6 +2,7 @@
 # A local three-node cluster in the foreground: nodes n1, n2, n3 on 127.0.0.1,
 # 127.0.0.2 and 127.0.0.3 (HTTP :8080, gossip :7946, peer :7947 each), data
 # under ${CLUSTER_DATA:-./cluster-data}. Ctrl-C drains and stops all three.
+# EXTRA_FLAGS are added to each node's serve command (e.g. --log-level debug).
 set -euo pipefail
 bin=${PARLEY:-./bin/parley}
 data=${CLUSTER_DATA:-./cluster-data}
@@ -18,7 +19,7 @@ trap 'echo "stopping the cluster..."; kill -TERM "${pids[@]}" 2>/dev/null || tru
 for i in 1 2 3; do
   host=127.0.0.$i
   "$bin" serve --node "n$i" --data "$data/n$i" --http "$host:8080" --gossip "$host:7946" \
-    --peer "$host:7947" --join 127.0.0.1:7946,127.0.0.2:7946,127.0.0.3:7946 --bootstrap-expect 3 \
+    --peer "$host:7947" --join 127.0.0.1:7946,127.0.0.2:7946,127.0.0.3:7946 --bootstrap-expect 3 ${EXTRA_FLAGS:-} \
     > >(sed -u "s/^/n$i | /") 2>&1 &
   pids+=($!) # the node itself, not the sed that prefixes its lines
 done

@@ -642,3 +642,39 @@ func TestDirectoryAfterRestart(t *testing.T) {
 		return nil
 	})
 }
+
+// A restarted node comes back leading no shard: raft never hands
+// leadership back by itself. The others hand it its share.
+func TestLeadersRebalanceAfterRestart(t *testing.T) {
+	cfgs := make([]config.Config, 3)
+	nodes := servertest.Cluster(t, 3, func(i int, c *config.Config) { cfgs[i] = *c })
+	c := cfgs[2]
+	c.HTTP, c.Peer, c.Gossip = nodes[2].HTTPAddr(), nodes[2].Node().PeerAddr(), nodes[2].Node().GossipAddr()
+	c.Join = []string{nodes[0].Node().GossipAddr()}
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := server.Start(c, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	nodes[2] = back
+	shards := back.Node().Shards()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		counts := map[string]int{}
+		for _, s := range nodes {
+			for _, st := range s.Node().Stats(false) {
+				if st.State == "Leader" {
+					counts[s.Node().ID()]++
+				}
+			}
+		}
+		for _, s := range nodes {
+			if c := counts[s.Node().ID()]; c < shards/3 || c > (shards+2)/3 {
+				return fmt.Errorf("leaders per node %v: not spread over the nodes", counts)
+			}
+		}
+		return nil
+	})
+}
