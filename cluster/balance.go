@@ -49,12 +49,15 @@ func (n *Node) balance(present []string) {
 		}
 	}
 	counts[n.cfg.NodeID] = mine
-	total := 0
+	total, fewest := 0, mine
 	for _, c := range counts {
-		total += c
+		total, fewest = total+c, min(fewest, c)
 	}
 	if total != len(n.groups) {
 		return // elections under way, or word of them still spreading
+	}
+	if fewest > mine-2 {
+		return // no node leads two fewer: nothing to hand over
 	}
 	type move struct {
 		shard int
