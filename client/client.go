@@ -252,6 +252,12 @@ func (c *Client) Close() error {
 func (c *Client) run(ws *websocket.Conn) {
 	for {
 		err := c.readLoop(ws)
+		// A failed write closes the socket, and the read then fails with
+		// "use of closed network connection": the write's error is the
+		// cause.
+		if werr := c.writeErr(); werr != nil {
+			err = fmt.Errorf("write: %w (then read: %v)", werr, err)
+		}
 		// The socket goes too: a read that failed on this side (a frame
 		// over ReadLimit) left it open, and the server's session with it.
 		ws.CloseNow()
@@ -267,6 +273,20 @@ func (c *Client) run(ws *websocket.Conn) {
 		}
 		c.inbox.push(inboxItem{resync: true})
 	}
+}
+
+// writeErr is the error of the current connection's failed write, if one
+// failed.
+func (c *Client) writeErr() error {
+	c.mu.Lock()
+	l := c.link
+	c.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 // dropped fails the requests waiting on the lost connection, which

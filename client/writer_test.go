@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"fmt"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,5 +77,37 @@ func TestPipelinedSendsShareWrites(t *testing.T) {
 	t.Logf("%d frames in %d writes", senders*each, writes)
 	if writes >= senders*each {
 		t.Fatalf("%d frames took %d writes: none went out together", senders*each, writes)
+	}
+}
+
+// A session that ends because a write failed says so: the read that
+// fails next only sees its socket closed under it.
+func TestFailedWriteIsTheReason(t *testing.T) {
+	cfg := servertest.Config(t.TempDir())
+	srv := servertest.Start(t, cfg)
+	tok, _, err := auth.NewIssuer([]byte(cfg.Auth.Secret), time.Hour).Mint("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, "http://"+srv.HTTPAddr(), Options{Token: tok, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.mu.Lock()
+	tcp := c.link.conn.Conn.(*net.TCPConn)
+	c.mu.Unlock()
+	// Every write from now on fails, and the server is told nothing.
+	if err := tcp.SetWriteDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, SendArgs{To: "bob", Body: "x", Key: "k"}); err == nil {
+		t.Fatal("a send on a socket that cannot write succeeded")
+	}
+	<-c.Done()
+	if err := c.Err(); err == nil || !strings.HasPrefix(err.Error(), "write: ") {
+		t.Fatalf("the session ended with %v, want the write's error", err)
 	}
 }
