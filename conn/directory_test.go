@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/testutil"
 )
 
 func sorted(s []string) []string {
@@ -349,6 +352,18 @@ func TestDirectoryRepairsLostDeltas(t *testing.T) {
 	a, b := hubs["n1"], hubs["n2"]
 	comeAndGo(a, true, "alice", "bob", "carol")
 	waitKnows(t, b, 10*time.Second, "n1", "alice", "bob", "carol")
+	// The answer to n2's first ask (n1 was new to it) comes first: the
+	// drops below must take the deltas, and an answer still on its way
+	// would be dropped instead and leave n2 unable to ask again for a
+	// second (askEvery).
+	testutil.Eventually(t, 10*time.Second, func() error {
+		b.dir.mu.Lock()
+		defer b.dir.mu.Unlock()
+		if n := b.dir.byNode["n1"]; n == nil || n.epoch == 0 || !n.asked.IsZero() {
+			return errors.New("n1's full list not yet applied")
+		}
+		return nil
+	})
 
 	lost := n.dropNextFrom("n1")
 	comeAndGo(a, false, "bob")
