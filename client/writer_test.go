@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/auth"
+	"github.com/parleychat/parley/config"
 	"github.com/parleychat/parley/server/servertest"
 )
 
@@ -17,20 +18,9 @@ import (
 // fewer network writes than frames: frames queued while one is written go
 // out together.
 func TestPipelinedSendsShareWrites(t *testing.T) {
-	cfg := servertest.Config(t.TempDir())
-	cfg.Limits.Rate, cfg.Limits.Burst = 1e6, 1e6
-	srv := servertest.Start(t, cfg)
-	tok, _, err := auth.NewIssuer([]byte(cfg.Auth.Secret), time.Hour).Mint("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, "http://"+srv.HTTPAddr(), Options{Token: tok, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialAlice(t, ctx, func(cfg *config.Config) { cfg.Limits.Rate, cfg.Limits.Burst = 1e6, 1e6 })
 	c.mu.Lock()
 	conn := c.link.conn
 	c.mu.Unlock()
@@ -83,19 +73,9 @@ func TestPipelinedSendsShareWrites(t *testing.T) {
 // A session that ends because a write failed says so: the read that
 // fails next only sees its socket closed under it.
 func TestFailedWriteIsTheReason(t *testing.T) {
-	cfg := servertest.Config(t.TempDir())
-	srv := servertest.Start(t, cfg)
-	tok, _, err := auth.NewIssuer([]byte(cfg.Auth.Secret), time.Hour).Mint("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, "http://"+srv.HTTPAddr(), Options{Token: tok, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialAlice(t, ctx, nil)
 	c.mu.Lock()
 	tcp := c.link.conn.Conn.(*net.TCPConn)
 	c.mu.Unlock()
@@ -110,4 +90,25 @@ func TestFailedWriteIsTheReason(t *testing.T) {
 	if err := c.Err(); err == nil || !strings.HasPrefix(err.Error(), "write: ") {
 		t.Fatalf("the session ended with %v, want the write's error", err)
 	}
+}
+
+// dialAlice starts a node (tweak adjusts its configuration) and connects
+// to it as alice, without the sync; both end with the test.
+func dialAlice(t *testing.T, ctx context.Context, tweak func(*config.Config)) *Client {
+	t.Helper()
+	cfg := servertest.Config(t.TempDir())
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	srv := servertest.Start(t, cfg)
+	tok, _, err := auth.NewIssuer([]byte(cfg.Auth.Secret), time.Hour).Mint("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(ctx, "http://"+srv.HTTPAddr(), Options{Token: tok, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

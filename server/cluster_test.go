@@ -609,17 +609,7 @@ func TestDirectoryAfterRestart(t *testing.T) {
 	carol := dialOn(t, nodes[1], "carol")
 	defer carol.Close()
 
-	c := cfgs[2]
-	c.HTTP, c.Peer, c.Gossip = nodes[2].HTTPAddr(), nodes[2].Node().PeerAddr(), nodes[2].Node().GossipAddr()
-	c.Join = []string{nodes[0].Node().GossipAddr()}
-	if err := nodes[2].Close(); err != nil {
-		t.Fatal(err)
-	}
-	back, err := server.Start(c, testutil.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back := restartLast(t, nodes, cfgs[2])
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := back.WaitReady(rctx); err != nil {
@@ -648,17 +638,7 @@ func TestDirectoryAfterRestart(t *testing.T) {
 func TestLeadersRebalanceAfterRestart(t *testing.T) {
 	cfgs := make([]config.Config, 3)
 	nodes := servertest.Cluster(t, 3, func(i int, c *config.Config) { cfgs[i] = *c })
-	c := cfgs[2]
-	c.HTTP, c.Peer, c.Gossip = nodes[2].HTTPAddr(), nodes[2].Node().PeerAddr(), nodes[2].Node().GossipAddr()
-	c.Join = []string{nodes[0].Node().GossipAddr()}
-	if err := nodes[2].Close(); err != nil {
-		t.Fatal(err)
-	}
-	back, err := server.Start(c, testutil.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { back.Close() })
+	back := restartLast(t, nodes, cfgs[2])
 	nodes[2] = back
 	shards := back.Node().Shards()
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -677,4 +657,22 @@ func TestLeadersRebalanceAfterRestart(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// restartLast stops the last of nodes and starts it again on its data,
+// addresses and configuration c, joining through the first.
+func restartLast(t *testing.T, nodes []*server.Server, c config.Config) *server.Server {
+	t.Helper()
+	last := nodes[len(nodes)-1]
+	c.HTTP, c.Peer, c.Gossip = last.HTTPAddr(), last.Node().PeerAddr(), last.Node().GossipAddr()
+	c.Join = []string{nodes[0].Node().GossipAddr()}
+	if err := last.Close(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := server.Start(c, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	return back
 }
