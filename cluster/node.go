@@ -479,16 +479,12 @@ var leadsRefresh = 5 * time.Second
 // configuration change the old leader handed over (it leaves the shard)
 // is then made at once, not at the next tick. It runs when a shard's raft
 // changes state (it polled ten times a second before: ten wake-ups a
-// second of an idle node), and every few seconds regardless. The first
-// tick after a change gossips the bits once more: now and then a peer
-// never got a change (seen at formation, when every node's bits change
-// many times a second; the cause is inside memberlist), and kept the old
-// bits until the next full state exchange, 30 s or more later.
+// second of an idle node), and every few seconds regardless (a refresh:
+// see setLeads).
 func (n *Node) leadsLoop() {
 	tick := time.NewTicker(leadsRefresh)
 	defer tick.Stop()
 	var prev []byte
-	again := false // gossip the bits once more at the next tick
 	for first := true; ; first = false {
 		ticked := false
 		if !first {
@@ -508,11 +504,7 @@ func (n *Node) leadsLoop() {
 				gained = gained || prev == nil || prev[i/8]&(1<<(i%8)) == 0
 			}
 		}
-		if ticked && again {
-			again = !n.members.setLeads(bits, true)
-		} else if n.members.setLeads(bits, false) {
-			again = true
-		}
+		n.members.setLeads(bits, ticked)
 		prev = bits
 		if gained && n.formed.Load() {
 			n.wake()

@@ -19,8 +19,8 @@ start_cluster() {
   done
   export PARLEY_AUTH_SECRET=$(cat "$data/secret")
   # Formation leaves the shards' leaders uneven (29/16/19 of 64 seen); the
-  # nodes then hand leaders over, one a second each, until none leads more
-  # than its share. Measure only after that: a hand-over during a run
+  # nodes then hand leaders over, one a second each, until the counts are
+  # within one of each other. Measure only after that: a hand-over during a run
   # would cost its shard a round trip of refused sends.
   for i in $(seq 300); do
     leads=$(for host in 127.0.0.1 127.0.0.2 127.0.0.3; do
