@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"fmt"
 	"github.com/parleychat/parley/internal/flatjson"
 	"reflect"
 	"testing"
@@ -102,6 +103,22 @@ func BenchmarkDecodeFrame(b *testing.B) {
 			json.Unmarshal(raw, &f)
 		}
 	})
+}
+
+// A 5,000-member group's creation pushes each member a members event
+// naming all the others: 5,000 such frames at once to a load tool that
+// holds every member.
+func BenchmarkDecodeMembers(b *testing.B) {
+	names := make([]string, 4999)
+	for i := range names {
+		names[i] = fmt.Sprintf("gm%d", i+1)
+	}
+	raw, _ := json.Marshal(map[string]any{"type": "members", "channel": "g:0123456789abcdef", "added": names})
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		var f serverFrame
+		decodeFrame(raw, &f)
+	}
 }
 
 // The send frame encodes itself exactly as encoding/json does.

@@ -25,9 +25,9 @@ import (
 // Value is one member's value: a string's bytes (no escapes, valid
 // UTF-8), a number's or a boolean's text, an array of strings, or null.
 type Value struct {
-	kind byte // '"' string, '0' number, 't' or 'f' boolean, '[' array of strings, 'n' null
-	raw  []byte
-	strs [][]byte
+	kind byte   // '"' string, '0' number, 't' or 'f' boolean, '[' array of strings, 'n' null
+	raw  []byte // a string's contents; a number's, boolean's or array's whole text
+	n    int    // an array's length
 }
 
 // Field is what a decoder does with one member: false gives up.
@@ -59,7 +59,7 @@ func Decode(raw []byte, set Field) bool {
 		if i >= len(raw) {
 			return false
 		}
-		v = Value{strs: v.strs[:0]}
+		v = Value{}
 		switch c := raw[i]; {
 		case c == '"':
 			v.kind = '"'
@@ -161,16 +161,18 @@ func integer(raw []byte, i int) ([]byte, int, bool) {
 }
 
 func stringArray(raw []byte, i int, v *Value) (int, bool) {
+	start := i
 	i = skipSpace(raw, i+1)
 	if i < len(raw) && raw[i] == ']' {
+		v.raw = raw[start : i+1]
 		return i + 1, true
 	}
 	for {
-		s, j, ok := plainString(raw, i)
+		_, j, ok := plainString(raw, i)
 		if !ok {
 			return i, false
 		}
-		v.strs = append(v.strs, s)
+		v.n++
 		i = skipSpace(raw, j)
 		if i >= len(raw) {
 			return i, false
@@ -179,6 +181,7 @@ func stringArray(raw []byte, i int, v *Value) (int, bool) {
 		case ',':
 			i = skipSpace(raw, i+1)
 		case ']':
+			v.raw = raw[start : i+1]
 			return i + 1, true
 		default:
 			return i, false
@@ -257,9 +260,23 @@ func (v *Value) SetStrings(p *[]string) bool {
 	if v.kind != '[' {
 		return false
 	}
-	out := make([]string, len(v.strs))
-	for i, s := range v.strs {
-		out[i] = string(s)
+	// The array was checked to be plain strings, so its elements are what
+	// lies between its quotes, taken in pairs. They are cut from one copy
+	// of the array's text: two allocations, not one per element (a
+	// 5,000-member group's members event has 4,999).
+	out := make([]string, v.n)
+	text := string(v.raw)
+	k, open := 0, -1
+	for i := 0; i < len(text); i++ {
+		if text[i] != '"' {
+			continue
+		}
+		if open < 0 {
+			open = i
+			continue
+		}
+		out[k] = text[open+1 : i]
+		k, open = k+1, -1
 	}
 	*p = out
 	return true
