@@ -271,6 +271,10 @@ func testOnEventInOrder(t *testing.T, inline bool) {
 		t.Fatalf("Events got %+v although OnEvent is set", ev)
 	default:
 	}
+	// Nor is Events given a buffer that only OnEvent's absence would use.
+	if n := cap(bob.Events()); n != 0 {
+		t.Errorf("Events has a buffer of %d events although OnEvent is set", n)
+	}
 }
 
 // InlineEvents needs OnEvent and NoSync, and no Reconnect: otherwise there
