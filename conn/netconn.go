@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -76,7 +77,11 @@ type corkConn struct {
 	timeout  time.Duration // 0 until the first cork: no deadline
 	deadline time.Time     // the write deadline set on Conn
 	buf      *[]byte
-	ended    bool // the session is closing: no more frames of its own
+	// ended: the session is closing, no more frames of its own. Not
+	// under mu, which a write to a stuck socket holds for up to the
+	// timeout: the session is closed for being slow from under the hub's
+	// lock, and waiting there froze every delivery on the node.
+	ended atomic.Bool
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
@@ -101,7 +106,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 func (c *corkConn) writeControl(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ended {
+	if c.ended.Load() {
 		return nil
 	}
 	if !c.corked {
@@ -114,11 +119,7 @@ func (c *corkConn) writeControl(frame []byte) error {
 }
 
 // end stops writeControl: the session is closing.
-func (c *corkConn) end() {
-	c.mu.Lock()
-	c.ended = true
-	c.mu.Unlock()
-}
+func (c *corkConn) end() { c.ended.Store(true) }
 
 // cork gathers writes until uncork; from now on a write gives up after
 // about timeout (between half of it and all of it).

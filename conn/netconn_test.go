@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/testutil"
 )
 
 // A write to a peer that reads nothing gives up after about the timeout;
@@ -82,4 +84,39 @@ func TestCorkConnControlFrames(t *testing.T) {
 	if all, want := <-got, append([]byte("data"), pingFrame...); string(all) != string(want) {
 		t.Fatalf("wrote %q, want %q", all, want)
 	}
+}
+
+// end does not wait for a write stuck on the socket: a session is closed
+// for being slow from under the hub's lock, while its writer may be stuck
+// writing to it (for up to write_timeout), and every delivery on the node
+// waited with it.
+func TestCorkConnEndDuringStuckWrite(t *testing.T) {
+	a, b := net.Pipe() // unbuffered: a write waits for a read, which never comes
+	defer b.Close()
+	c := &corkConn{Conn: a}
+	c.cork(time.Minute)
+	c.Write([]byte("nobody reads this"))
+	writing := make(chan error, 1)
+	go func() { writing <- c.uncork() }()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if c.mu.TryLock() {
+			c.mu.Unlock()
+			return errors.New("the write has not started")
+		}
+		return nil
+	})
+	ended := make(chan struct{})
+	go func() {
+		c.end()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case err := <-writing:
+		t.Fatalf("the write ended (%v) before end returned", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("end waited for the stuck write")
+	}
+	a.Close()
+	<-writing
 }
