@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -139,12 +140,57 @@ func (c *corkConn) uncork() error {
 	defer c.mu.Unlock()
 	err := c.flushLocked()
 	c.corked = false
+	c.releaseBufLocked()
+	return err
+}
+
+// releaseBufLocked gives the emptied buffer back to the pool.
+func (c *corkConn) releaseBufLocked() {
 	if c.buf != nil && cap(*c.buf) <= corkFlushAt*2 {
 		*c.buf = (*c.buf)[:0]
 		corkBufs.Put(c.buf)
 	}
 	c.buf = nil
-	return err
+}
+
+// tryUncork writes what was gathered as far as the socket takes it without
+// waiting, and uncorks if it took it all. Otherwise (done false) the rest
+// stays gathered and the connection corked, for uncork to finish: a
+// fan-out's writer goes on to the next session, not waiting on this one.
+// A connection that is not a socket (TLS) is left to uncork whole.
+func (c *corkConn) tryUncork() (done bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf != nil && len(*c.buf) > 0 {
+		sc, ok := c.Conn.(syscall.Conn)
+		if !ok {
+			return false, nil
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false, nil
+		}
+		n, werr := 0, error(nil)
+		if err := raw.Write(func(fd uintptr) bool {
+			n, werr = syscall.Write(int(fd), *c.buf)
+			return true // one attempt: never wait for the socket
+		}); err != nil {
+			return false, err
+		}
+		if werr == syscall.EAGAIN || werr == syscall.EINTR {
+			n, werr = 0, nil
+		}
+		if werr != nil {
+			return false, werr
+		}
+		*c.buf = (*c.buf)[:copy(*c.buf, (*c.buf)[n:])]
+		if len(*c.buf) > 0 {
+			return false, nil
+		}
+	}
+	c.corked = false
+	c.releaseBufLocked()
+	return true, nil
 }
 
 // Close closes like net/http does: FIN first, then what the client still

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -83,6 +84,84 @@ func TestCorkConnControlFrames(t *testing.T) {
 	a.Close()
 	if all, want := <-got, append([]byte("data"), pingFrame...); string(all) != string(want) {
 		t.Fatalf("wrote %q, want %q", all, want)
+	}
+}
+
+// tryUncork writes what the socket takes without waiting: to a peer that
+// reads nothing it comes back not done, still corked with the rest, which
+// uncork then writes once the peer reads; the peer gets every byte in
+// order. A connection that is no socket is left to uncork whole.
+func TestCorkConnTryUncork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	c := &corkConn{Conn: sc}
+
+	chunk := make([]byte, 32<<10) // under corkFlushAt: gathered, not written
+	var sent int
+	for done := true; done; {
+		if sent > 256<<20 {
+			t.Fatal("the socket never filled")
+		}
+		c.cork(time.Minute)
+		for i := range chunk {
+			chunk[i] = byte((sent + i) % 251)
+		}
+		c.Write(chunk)
+		sent += len(chunk)
+		if done, err = c.tryUncork(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.corked || len(*c.buf) == 0 {
+		t.Fatalf("not done, but corked %v with %d bytes left", c.corked, len(*c.buf))
+	}
+	got := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for n := 0; n < sent; {
+			m, err := peer.Read(buf)
+			if err != nil {
+				got <- err
+				return
+			}
+			for i, b := range buf[:m] {
+				if b != byte((n+i)%251) {
+					got <- fmt.Errorf("byte %d is %d, want %d", n+i, b, (n+i)%251)
+					return
+				}
+			}
+			n += m
+		}
+		got <- nil
+	}()
+	if err := c.uncork(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+
+	a, b := net.Pipe() // no socket under it
+	defer a.Close()
+	defer b.Close()
+	p := &corkConn{Conn: a}
+	p.cork(time.Minute)
+	p.Write([]byte("x"))
+	if done, err := p.tryUncork(); done || err != nil || !p.corked {
+		t.Fatalf("tryUncork on a pipe: done %v, err %v, corked %v; want it left corked", done, err, p.corked)
 	}
 }
 

@@ -529,6 +529,75 @@ func TestStalledClientIsClosedAfterWriteTimeout(t *testing.T) {
 	alice.ok(frame{"type": "ping"}, "pong")
 }
 
+// A frame for many sessions is written to them by one goroutine in turn,
+// which must never wait on a socket: a member that stops reading does not
+// hold up the others, and once it reads it gets every message, in order.
+func TestFanOutPassesAStalledMember(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) {
+		c.Limits.Rate, c.Limits.Burst = 1e6, 1e6
+		c.Limits.SendQueue = 1 << 20                                   // never full
+		c.Limits.WriteTimeout = config.Duration{Duration: time.Minute} // never given up
+	})
+	stalled := e.dialSilent(nil) // reads nothing: its socket fills, then its queue grows
+	stalled.send(frame{"type": "hello", "token": e.token("bob")})
+	alice := e.dial("alice")
+	var names []string
+	var readers []*ws
+	for i := range 20 { // more sessions than one goroutine writes to in turn (fanOutAtOnce)
+		names = append(names, fmt.Sprintf("m%d", i))
+		readers = append(readers, e.dial(names[i]))
+	}
+	ch := alice.ok(frame{"type": "create_group", "name": "big", "members": append([]string{"bob"}, names...)}, "group")["channel"].(string)
+	// Each reader takes the group's messages as they come, and checks
+	// that their seqs follow each other.
+	var last atomic.Uint64
+	lastSeen := make([]atomic.Uint64, len(readers))
+	errs := make(chan error, len(readers))
+	for i, r := range readers {
+		go func() {
+			for f := range r.frames {
+				if f["type"] != "message" || f["channel"] != ch {
+					continue
+				}
+				if seq := num(f, "seq"); seq != lastSeen[i].Load()+1 {
+					errs <- fmt.Errorf("%s got seq %d after %d", names[i], seq, lastSeen[i].Load())
+					return
+				} else {
+					lastSeen[i].Store(seq)
+				}
+			}
+		}()
+	}
+	body := strings.Repeat("x", 4096)
+	for i := 0; e.srv.Hub.QueuedFor("bob") < 8; i++ {
+		if i == 20000 {
+			t.Fatal("bob's socket never filled")
+		}
+		sent := alice.ok(frame{"type": "send", "channel": ch, "body": body, "key": fmt.Sprint(i)}, "sent")
+		last.Store(num(sent, "seq"))
+		alice.event("message")
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+		}
+		for i := range readers {
+			if got := lastSeen[i].Load(); got != last.Load() {
+				return fmt.Errorf("%s has seq %d of %d while bob is stuck", names[i], got, last.Load())
+			}
+		}
+		return nil
+	})
+	stalled.startReader()
+	for seq := uint64(1); seq <= last.Load(); seq++ {
+		if m := stalled.event("message"); num(m, "seq") != seq {
+			t.Fatalf("bob got seq %d, want %d", num(m, "seq"), seq)
+		}
+	}
+}
+
 func TestOriginCheck(t *testing.T) {
 	e := newEnv(t, func(c *config.Config) { c.Web.Origins = []string{"chat.example.com"} })
 	try := func(origin string) int {

@@ -53,6 +53,18 @@ func (q *outQueue) takeOrIdle() []outFrame {
 	return out
 }
 
+// release marks the writer gone if no frame is queued, and reports
+// whether it did; otherwise the caller is still the writer.
+func (q *outQueue) release() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		q.writing = false
+		return true
+	}
+	return false
+}
+
 // maxPendingRequests is how many requests a session may have waiting.
 const maxPendingRequests = 64
 

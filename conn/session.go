@@ -258,36 +258,83 @@ func (s *Session) writeQueued() {
 		if frames == nil {
 			return
 		}
-		s.hub.busy()
-		// The frames go into the corked connection (no syscall, no timer
-		// each) and out in one write, which gives up after WriteTimeout
-		// (half to all of it).
-		s.conn.cork(s.hub.opt.WriteTimeout)
-		for _, f := range frames {
-			var err error
-			if f.control {
-				// Straight into the corked connection, in one write: whole
-				// as coder/websocket's own control frames are, and between
-				// two of its data frames, which only this loop writes.
-				err = s.conn.writeControl(f.b)
-			} else {
-				err = s.ws.Write(context.Background(), websocket.MessageText, f.b)
-			}
-			if err != nil {
-				s.conn.uncork()
-				s.writeFailed(err)
-				return // the queue stays marked busy: nothing more is written
-			}
+		if !s.gather(frames) || !s.finish(frames) {
+			return // the queue stays marked busy: nothing more is written
 		}
-		if err := s.conn.uncork(); err != nil {
+	}
+}
+
+// gather writes frames into the corked connection (no syscall, no timer
+// each); false if the session failed, and the queue stays marked busy:
+// nothing more is written.
+func (s *Session) gather(frames []outFrame) bool {
+	s.hub.busy()
+	// They go out in one write, which gives up after WriteTimeout (half
+	// to all of it).
+	s.conn.cork(s.hub.opt.WriteTimeout)
+	for _, f := range frames {
+		var err error
+		if f.control {
+			// Straight into the corked connection, in one write: whole
+			// as coder/websocket's own control frames are, and between
+			// two of its data frames, which only the writer writes.
+			err = s.conn.writeControl(f.b)
+		} else {
+			err = s.ws.Write(context.Background(), websocket.MessageText, f.b)
+		}
+		if err != nil {
+			s.conn.uncork()
 			s.writeFailed(err)
-			return
+			return false
 		}
-		for _, f := range frames {
-			if !f.control {
-				s.hub.delivered.Add(1)
-				s.hub.metrics.delivered(f.ts)
+	}
+	return true
+}
+
+// finish writes what gather gathered, waiting for the socket (up to
+// WriteTimeout), and counts the deliveries; false if the session failed.
+func (s *Session) finish(frames []outFrame) bool {
+	if err := s.conn.uncork(); err != nil {
+		s.writeFailed(err)
+		return false
+	}
+	s.delivered(frames)
+	return true
+}
+
+func (s *Session) delivered(frames []outFrame) {
+	for _, f := range frames {
+		if !f.control {
+			s.hub.delivered.Add(1)
+			s.hub.metrics.delivered(f.ts)
+		}
+	}
+}
+
+// writeNow is a session's writer run by a fan-out's goroutine (writeAll),
+// which writes one frame to many sessions in turn: what is queued goes out
+// without waiting on the socket. If the socket does not take it all, or
+// more frames came meanwhile, a writer goroutine of the session's own
+// carries on, as writeQueued.
+func (s *Session) writeNow() {
+	frames := s.out.takeOrIdle()
+	if frames == nil || !s.gather(frames) {
+		return
+	}
+	done, err := s.conn.tryUncork()
+	switch {
+	case err != nil:
+		s.writeFailed(err)
+	case !done:
+		go func() {
+			if s.finish(frames) {
+				s.writeQueued()
 			}
+		}()
+	default:
+		s.delivered(frames)
+		if !s.out.release() {
+			go s.writeQueued()
 		}
 	}
 }
@@ -340,21 +387,24 @@ type outFrame struct {
 
 // enqueue queues a frame without blocking; a session whose queue is full
 // has fallen behind and is closed, so it never slows anyone else.
-func (s *Session) enqueue(frame []byte) { s.enqueueAt(frame, 0) }
-
-func (s *Session) enqueueAt(frame []byte, ts int64) { s.enqueueFrame(outFrame{b: frame, ts: ts}) }
+func (s *Session) enqueue(frame []byte) { s.enqueueFrame(outFrame{b: frame}) }
 
 func (s *Session) enqueueFrame(f outFrame) {
+	if s.queue(f) {
+		go s.writeQueued() // ends when the queue empties or the socket fails
+	}
+}
+
+// queue adds f to the session's queue, or closes a session whose queue is
+// full; start is true when no writer runs and the caller must start one.
+func (s *Session) queue(f outFrame) (start bool) {
 	start, ok := s.out.push(f)
 	if !ok {
 		if s.closeWith(CloseSlowConsumer, "too slow: reconnect and sync with history") {
 			s.hub.slowCloses.Add(1)
 		}
-		return
 	}
-	if start {
-		go s.writeQueued() // ends when the queue empties or the socket fails
-	}
+	return start
 }
 
 // closeWith closes the session with a code without blocking the caller;
