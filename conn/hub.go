@@ -227,10 +227,11 @@ func (h *Hub) deliverLocal(users []string, frame []byte, skip string, ts int64) 
 // have them written by one goroutine, in turn. A writer goroutine each
 // (each yielding once, to gather a burst) cost a 5,000-member group's
 // fan-out more in scheduling than in its writes. With one goroutine the
-// median member got a message in 49-56 ms instead of 68-70 and the last in
-// 74-91 instead of 90-92 (p50), 86-96 instead of 101-116 (p99) (`parley
-// bench group --members 5000`, three interleaved pairs of fresh clusters).
-// Below this, as for a DM, the writers' yield gathers more into a write.
+// median member got a message in 51-55 ms instead of 69-70 and the last
+// in 82-88 instead of 91-97 (p50), 94-114 instead of 103-120 (p99)
+// (`parley bench group --members 5000`, three interleaved pairs of fresh
+// clusters). Below this, as for a DM, the writers' yield gathers more
+// into a write.
 const fanOutAtOnce = 16
 
 // writeAll writes the queued frames of each session in turn, without

@@ -170,6 +170,9 @@ func (c *corkConn) tryUncork() (done bool, err error) {
 		if err != nil {
 			return false, nil
 		}
+		// A raw write checks the deadline too: one left from an earlier
+		// write may have passed.
+		c.keepDeadlineLocked()
 		n, werr := 0, error(nil)
 		if err := raw.Write(func(fd uintptr) bool {
 			n, werr = syscall.Write(int(fd), *c.buf)

@@ -109,6 +109,26 @@ func TestCorkConnTryUncork(t *testing.T) {
 	defer sc.Close()
 	c := &corkConn{Conn: sc}
 
+	// A connection idle past the write deadline an earlier write set
+	// still writes: the deadline is moved ahead first, as for a blocking
+	// write.
+	const timeout = 100 * time.Millisecond
+	c.cork(timeout)
+	c.Write([]byte("hello"))
+	if err := c.uncork(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * timeout)
+	c.cork(timeout)
+	c.Write([]byte("again"))
+	if done, err := c.tryUncork(); !done || err != nil {
+		t.Fatalf("tryUncork past the last deadline: done %v, %v", done, err)
+	}
+	hello := make([]byte, 10)
+	if _, err := io.ReadFull(peer, hello); err != nil || string(hello) != "helloagain" {
+		t.Fatalf("read %q, %v", hello, err)
+	}
+
 	chunk := make([]byte, 32<<10) // under corkFlushAt: gathered, not written
 	var sent int
 	for done := true; done; {
