@@ -6,6 +6,7 @@ package conn
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,7 +200,10 @@ func orEmpty(s []string) []string {
 // deliverLocal queues frame on every local session of users, except those
 // of the user skip. It never blocks: a full queue closes that session.
 func (h *Hub) deliverLocal(users []string, frame []byte, skip string, ts int64) {
-	var idle []*Session // sessions with no writer running, which this call must start
+	// The sessions with no writer running, which this call must start: on
+	// the stack for a DM's few.
+	var some [4]*Session
+	idle := some[:0]
 	h.mu.Lock()
 	for _, u := range users {
 		if u == skip {
@@ -220,7 +224,7 @@ func (h *Hub) deliverLocal(users []string, frame []byte, skip string, ts int64) 
 		}
 		return
 	}
-	go writeAll(idle)
+	go writeAll(slices.Clone(idle))
 }
 
 // fanOutAtOnce is how many sessions a frame must start writers for to
