@@ -78,10 +78,10 @@ type corkConn struct {
 	timeout  time.Duration // 0 until the first cork: no deadline
 	deadline time.Time     // the write deadline set on Conn
 	buf      *[]byte
-	// ended: the session is closing, no more frames of its own. Not
-	// under mu, which a write to a stuck socket holds for up to the
-	// timeout: the session is closed for being slow from under the hub's
-	// lock, and waiting there froze every delivery on the node.
+	// ended is set once the session closes: no more frames of its own.
+	// It is not guarded by mu, which a write to a stuck socket holds for
+	// up to the timeout: a slow session is closed from under the hub's
+	// lock, and waiting for mu there froze every delivery on the node.
 	ended atomic.Bool
 }
 

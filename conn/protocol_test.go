@@ -550,7 +550,7 @@ func TestFanOutPassesAStalledMember(t *testing.T) {
 	ch := alice.ok(frame{"type": "create_group", "name": "big", "members": append([]string{"bob"}, names...)}, "group")["channel"].(string)
 	// Each reader takes the group's messages as they come, and checks
 	// that their seqs follow each other.
-	var last atomic.Uint64
+	var last uint64 // the last message's seq; only this goroutine writes it
 	lastSeen := make([]atomic.Uint64, len(readers))
 	errs := make(chan error, len(readers))
 	for i, r := range readers {
@@ -559,12 +559,12 @@ func TestFanOutPassesAStalledMember(t *testing.T) {
 				if f["type"] != "message" || f["channel"] != ch {
 					continue
 				}
-				if seq := num(f, "seq"); seq != lastSeen[i].Load()+1 {
+				seq := num(f, "seq")
+				if seq != lastSeen[i].Load()+1 {
 					errs <- fmt.Errorf("%s got seq %d after %d", names[i], seq, lastSeen[i].Load())
 					return
-				} else {
-					lastSeen[i].Store(seq)
 				}
+				lastSeen[i].Store(seq)
 			}
 		}()
 	}
@@ -574,7 +574,7 @@ func TestFanOutPassesAStalledMember(t *testing.T) {
 			t.Fatal("bob's socket never filled")
 		}
 		sent := alice.ok(frame{"type": "send", "channel": ch, "body": body, "key": fmt.Sprint(i)}, "sent")
-		last.Store(num(sent, "seq"))
+		last = num(sent, "seq")
 		alice.event("message")
 	}
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -584,14 +584,14 @@ func TestFanOutPassesAStalledMember(t *testing.T) {
 		default:
 		}
 		for i := range readers {
-			if got := lastSeen[i].Load(); got != last.Load() {
-				return fmt.Errorf("%s has seq %d of %d while bob is stuck", names[i], got, last.Load())
+			if got := lastSeen[i].Load(); got != last {
+				return fmt.Errorf("%s has seq %d of %d while bob is stuck", names[i], got, last)
 			}
 		}
 		return nil
 	})
 	stalled.startReader()
-	for seq := uint64(1); seq <= last.Load(); seq++ {
+	for seq := uint64(1); seq <= last; seq++ {
 		if m := stalled.event("message"); num(m, "seq") != seq {
 			t.Fatalf("bob got seq %d, want %d", num(m, "seq"), seq)
 		}
