@@ -23,11 +23,16 @@ type nodeMeta struct {
 	// Leads is a bitmap of the shards this node leads, so nodes that hold
 	// no replica of a shard still know where to forward.
 	Leads []byte `json:"l,omitempty"`
+	// Campaigns is a bitmap of the shards this node is a candidate for.
+	// A node removed from a shard while it was down never hears of it,
+	// and campaigns for the shard until its leader tells it (see
+	// reconcile).
+	Campaigns []byte `json:"v,omitempty"`
 }
 
-func (m nodeMeta) leads(shard int) bool {
-	return shard/8 < len(m.Leads) && m.Leads[shard/8]&(1<<(shard%8)) != 0
-}
+func (m nodeMeta) leads(shard int) bool { return bitSet(m.Leads, shard) }
+
+func bitSet(bits []byte, i int) bool { return i/8 < len(bits) && bits[i/8]&(1<<(i%8)) != 0 }
 
 // memberState is what this node knows of another.
 type memberState struct {
@@ -143,17 +148,17 @@ func (m *membership) setCluster(id string) {
 	m.updateNode()
 }
 
-// setLeads gossips the shards this node leads when they changed, and at
-// every refresh regardless: now and then a peer never got a change (seen
-// at formation, when every node's bits change many times a second; the
-// cause is inside memberlist), and kept the old bits until the next full
-// state exchange, 30 s or more later. Gossiping a change once more at the
-// next refresh still left that 49 s once in four fresh clusters; an
-// unchanged update costs the peers only its packets.
-func (m *membership) setLeads(bits []byte, refresh bool) {
+// setLeads gossips the shards this node leads and those it campaigns for
+// when they changed, and at every refresh regardless: now and then a peer
+// never got a change (seen at formation, when every node's bits change many
+// times a second; the cause is inside memberlist), and kept the old bits
+// until the next full state exchange, 30 s or more later. Gossiping a
+// change once more at the next refresh still left that 49 s once in four
+// fresh clusters; an unchanged update costs the peers only its packets.
+func (m *membership) setLeads(leads, campaigns []byte, refresh bool) {
 	m.mu.Lock()
-	changed := string(m.self.Leads) != string(bits)
-	m.self.Leads = bits
+	changed := string(m.self.Leads) != string(leads) || string(m.self.Campaigns) != string(campaigns)
+	m.self.Leads, m.self.Campaigns = leads, campaigns
 	m.mu.Unlock()
 	if changed || refresh {
 		m.updateNode()
@@ -177,6 +182,19 @@ func (m *membership) leaderOf(shard int) (nodeMeta, string, bool) {
 		}
 	}
 	return nodeMeta{}, "", false
+}
+
+// campaigners returns the live members that say they campaign for shard.
+func (m *membership) campaigners(shard int) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for name, s := range m.nodes {
+		if s.alive && bitSet(s.meta.Campaigns, shard) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // ledCounts maps each live member to how many shards it says it leads.

@@ -78,7 +78,7 @@ func TestConcurrentMetaUpdatesKeepTheLatest(t *testing.T) {
 				if i%50 == 0 {
 					m.setCluster(fmt.Sprint("c", round, i))
 				}
-				m.setLeads([]byte{byte(round), byte(i)}, false)
+				m.setLeads([]byte{byte(round), byte(i)}, nil, false)
 			})
 		}
 		wg.Wait()

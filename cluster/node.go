@@ -474,10 +474,11 @@ func (n *Node) leaderPeer(shard int) (string, string, bool) {
 // leadsRefresh is how often leadsLoop runs without a state change.
 var leadsRefresh = 5 * time.Second
 
-// leadsLoop keeps the gossiped bitmap of led shards current, and wakes the
-// placement loop when this node has become the leader of a shard: a
-// configuration change the old leader handed over (it leaves the shard)
-// is then made at once, not at the next tick. It runs when a shard's raft
+// leadsLoop keeps the gossiped bitmaps of the shards this node leads and
+// of those it campaigns for current, and wakes the placement loop when
+// this node has become the leader of a shard: a configuration change the
+// old leader handed over (it leaves the shard) is then made at once, not
+// at the next tick. It runs when a shard's raft
 // changes state (it polled ten times a second before: ten wake-ups a
 // second of an idle node), and every few seconds regardless (a refresh:
 // see setLeads).
@@ -497,14 +498,21 @@ func (n *Node) leadsLoop() {
 			}
 		}
 		bits := make([]byte, (len(n.groups)+7)/8)
+		var campaigns []byte
 		gained := false
 		for i, g := range n.groups {
-			if g.raft.State() == raft.Leader {
+			switch g.raft.State() {
+			case raft.Leader:
 				bits[i/8] |= 1 << (i % 8)
 				gained = gained || prev == nil || prev[i/8]&(1<<(i%8)) == 0
+			case raft.Candidate:
+				if campaigns == nil {
+					campaigns = make([]byte, len(bits))
+				}
+				campaigns[i/8] |= 1 << (i % 8)
 			}
 		}
-		n.members.setLeads(bits, ticked)
+		n.members.setLeads(bits, campaigns, ticked)
 		prev = bits
 		if gained && n.formed.Load() {
 			n.wake()

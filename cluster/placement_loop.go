@@ -14,8 +14,10 @@ import (
 // period), one configuration change at a time:
 //
 //  1. a placed node that is not in the configuration joins as a non-voter;
-//  2. a placed non-voter that has caught up becomes a voter;
-//  3. only when every placed node votes, a server that is not placed leaves:
+//  2. a member outside the configuration that campaigns for the shard (it
+//     was removed while it was down) joins as a non-voter, to be told;
+//  3. a placed non-voter that has caught up becomes a voter;
+//  4. only when every placed node votes, a server that is not placed leaves:
 //     the leader hands leadership to a placed voter first if it is the one
 //     leaving, never removes a voter if the live voters left could not
 //     form a quorum of the new configuration, and demotes a live voter to
@@ -76,6 +78,28 @@ func (n *Node) reconcile(shard int, present []string) {
 			continue // a placed node within its grace period: nothing to add
 		}
 		n.change(shard, "add non-voter", id, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(meta.Peer), 0, 5*time.Second))
+		return
+	}
+	// A member that campaigns for the shard from outside its configuration
+	// was removed while it was down: raft sends nothing to a server once
+	// its removal is appended, so it came back with a configuration that
+	// names it a voter, and would campaign for as long as it runs (its
+	// pre-votes are refused, but it never follows). Adding it as a
+	// non-voter tells it otherwise, and below it is removed again, once it
+	// has applied that, as any member that is not placed. It is asked
+	// first: the gossiped bit may be older than its last change.
+	for _, id := range n.members.campaigners(shard) {
+		if _, ok := inConf[id]; ok || id == n.cfg.NodeID {
+			continue
+		}
+		meta, ok := n.members.meta(id)
+		if !ok {
+			continue
+		}
+		if p, ok := n.progress(shard, meta.Peer); !ok || !p.Campaigning {
+			continue
+		}
+		n.change(shard, "add a removed node that campaigns, as non-voter", id, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(meta.Peer), 0, 5*time.Second))
 		return
 	}
 	allVote := true
@@ -174,17 +198,21 @@ func (n *Node) caughtUp(shard int, s raft.Server) bool {
 // applied asks a member how far it has applied shard's log (configuration
 // entries included); false if it could not tell.
 func (n *Node) applied(shard int, s raft.Server) (uint64, bool) {
+	p, ok := n.progress(shard, string(s.Address))
+	return p.Applied, ok
+}
+
+// progress asks the node at peerAddr about its copy of shard; false if
+// it could not tell.
+func (n *Node) progress(shard int, peerAddr string) (progress, bool) {
 	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 	defer cancel()
-	out, err := n.call(ctx, string(s.Address), "/progress?shard="+strconv.Itoa(shard), nil)
-	if err != nil {
-		return 0, false
+	var p progress
+	out, err := n.call(ctx, peerAddr, "/progress?shard="+strconv.Itoa(shard), nil)
+	if err != nil || json.Unmarshal(out, &p) != nil {
+		return progress{}, false
 	}
-	var p struct{ Applied uint64 }
-	if json.Unmarshal(out, &p) != nil {
-		return 0, false
-	}
-	return p.Applied, true
+	return p, true
 }
 
 // Drain prepares a graceful stop: readiness turns false, leadership of

@@ -20,7 +20,7 @@ import (
 // messages have streams of their own: forward.go, reads.go, post.go, and so
 // have heartbeats: heartbeat.go.)
 //
-//	GET  /progress?shard=N  -> {"applied": index}
+//	GET  /progress?shard=N  -> {"applied": index, "campaigning": true if a candidate}
 const kindRPC byte = 'h'
 
 // maxRPCBody bounds a request or reply body.
@@ -46,7 +46,14 @@ func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	json.NewEncoder(w).Encode(map[string]uint64{"applied": n.groups[shard].raft.AppliedIndex()})
+	rf := n.groups[shard].raft
+	json.NewEncoder(w).Encode(progress{Applied: rf.AppliedIndex(), Campaigning: rf.State() == raft.Candidate})
+}
+
+// progress is a node's answer about one shard.
+type progress struct {
+	Applied     uint64 `json:"applied"`
+	Campaigning bool   `json:"campaigning,omitempty"`
 }
 
 // newRPCClient returns an HTTP client that dials peers through the mux.

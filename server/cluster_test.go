@@ -676,3 +676,75 @@ func restartLast(t *testing.T, nodes []*server.Server, c config.Config) *server.
 	t.Cleanup(func() { back.Close() })
 	return back
 }
+
+// A node removed from a shard while it was down never hears of its
+// removal (raft replicates nothing to a server once its removal is
+// appended), so it comes back with a configuration that names it a voter.
+// Where it is no longer placed, nothing would ever tell it otherwise: it
+// campaigned for the shard for as long as it ran. The shard's leader must
+// bring it the news.
+func TestRemovedWhileDownStopsCampaigning(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	c4 := servertest.Config(t.TempDir())
+	c4.Node = "n4"
+	c4.HTTP, c4.Peer, c4.Gossip = "127.0.0.4:0", "127.0.0.4:0", "127.0.0.4:0"
+	c4.BootstrapExpect = 3
+	c4.Cluster.Grace = config.Duration{Duration: 2 * time.Second}
+	c4.Join = []string{nodes[0].Node().GossipAddr()}
+	n4, err := server.Start(c4, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n4.Close() })
+	waitPlacement(t, append(slices.Clone(nodes), n4), []string{"n1", "n2", "n3", "n4"})
+	sendRetry(t, nodes[0], channel.SendRequest{From: "a", To: "b", Body: "x", Key: "1"})
+
+	// n4 goes down; n5 joins meanwhile and takes n4's place on the shards
+	// where it now ranks above it (5 and 7 of 8, for these names).
+	c4.HTTP, c4.Peer, c4.Gossip = n4.HTTPAddr(), n4.Node().PeerAddr(), n4.Node().GossipAddr()
+	n4.Close()
+	n5 := addNode(t, nodes, "n5", "127.0.0.5")
+	withN5 := append(slices.Clone(nodes), n5)
+	waitPlacement(t, withN5, []string{"n1", "n2", "n3", "n5"})
+	var stranded []int
+	all := []string{"n1", "n2", "n3", "n4", "n5"}
+	for shard := range nodes[0].Node().Shards() {
+		if slices.Contains(cluster.Placement(shard, []string{"n1", "n2", "n3", "n4"}, 3), "n4") &&
+			!slices.Contains(cluster.Placement(shard, all, 3), "n4") {
+			stranded = append(stranded, shard)
+		}
+	}
+	if len(stranded) == 0 {
+		t.Fatal("no shard leaves n4 for n5: the test proves nothing")
+	}
+
+	n4, err = server.Start(c4, testutil.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n4.Close() })
+	everyone := append(slices.Clone(withN5), n4)
+	waitPlacement(t, everyone, all)
+	// On the shards it left, n4 ends quiet: a follower at most, whose
+	// configuration no longer names it a voter.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		stats := n4.Node().Stats(false)
+		for _, shard := range stranded {
+			st := stats[shard]
+			if st.State == "Candidate" || slices.Contains(st.Voters, "n4") {
+				return fmt.Errorf("n4 on shard %d: %s, voters as it sees them %v", shard, st.State, st.Voters)
+			}
+		}
+		return nil
+	})
+	// And stays so.
+	for range 20 {
+		for _, shard := range stranded {
+			if st := n4.Node().Stats(false)[shard]; st.State == "Candidate" {
+				t.Fatalf("n4 campaigns again for shard %d", shard)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sendRetry(t, n4, channel.SendRequest{From: "a", To: "b", Body: "y", Key: "2"})
+}
