@@ -43,6 +43,9 @@ MODE is one of:
   history     --senders sessions, each first sends --fill messages to its own
               conversation, then fetches pages of --page messages from it (at
               random places, a closed loop) for --duration; reports fetch latency
+  machine     no load: what this machine charges for a syscall, a loopback TCP
+              round trip and a synced 1 KiB append (in --dir), which the other
+              modes' results scale with
 
 Tokens are minted with the cluster's auth.secret (--secret, PARLEY_AUTH_SECRET,
 or the secret a single node keeps in --data).
@@ -204,6 +207,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.connsChild, "conns-child", false, "internal: hold a share of the sessions for a parent bench process")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
 	cpuprofile := fs.String("cpuprofile", "", "write the load tool's own CPU profile to this file")
+	dir := fs.String("dir", os.TempDir(), "where to time synced appends (machine): the disk the nodes' data is on")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage+"\nflags:\n"); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -211,6 +215,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() != 1 {
 		fs.Usage()
 		return errors.New("bench: give one mode")
+	}
+	if fs.Arg(0) == "machine" { // no servers, no secret
+		return benchMachine(*dir, o.json, stdout)
 	}
 	o.servers = strings.Split(*servers, ",")
 	switch {

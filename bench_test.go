@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -117,5 +120,28 @@ func TestSlowestSince(t *testing.T) {
 	}
 	if n, slowest = r.slowestSince(n); n != 3 || slowest != 0 {
 		t.Fatalf("nothing new: %d, %v ms", n, slowest)
+	}
+}
+
+// The machine mode needs no server: it times this machine's syscalls,
+// loopback round trips and synced appends, and says where it synced.
+func TestBenchMachine(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if err := benchCmd(context.Background(), []string{"--json", "--dir", dir, "machine"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var m machineCosts
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatalf("%v: %s", err, out.Bytes())
+	}
+	if m.SyscallNs <= 0 || m.LoopbackUs <= 0 || m.SyncP50Us <= 0 || m.SyncDir != dir {
+		t.Fatalf("machine costs %+v", m)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("the synced file was left in %s", dir)
+	}
+	if err := benchCmd(context.Background(), []string{"--dir", filepath.Join(dir, "missing"), "machine"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("a directory that does not exist measured fine")
 	}
 }

@@ -44,12 +44,22 @@ for host in 127.0.0.1 127.0.0.2 127.0.0.3; do
     exit 1
   fi
 done
-: > "$out/cluster.log"
-start_cluster
-S=http://127.0.0.1:8080,http://127.0.0.2:8080,http://127.0.0.3:8080
 # A step that fails leaves its error in $out/<name>.err and the suite goes
 # on: BENCHMARKS.md lists the failed steps, and make bench fails at the end.
 failed=0
+# What this machine charges for a syscall, a loopback round trip and a
+# synced append, before the cluster starts: every message pays for several
+# of each, so BENCHMARKS.md gives them with the machine, and two boxes' (or
+# two VM builds') tables can be told apart by them.
+echo "parley bench machine" > "$out/machine.cmd"
+if ! "$bin" bench --json machine > "$out/machine.json" 2> "$out/machine.err"; then
+  cat "$out/machine.err" >&2
+  rm -f "$out/machine.json"
+  failed=1
+fi
+: > "$out/cluster.log"
+start_cluster
+S=http://127.0.0.1:8080,http://127.0.0.2:8080,http://127.0.0.3:8080
 run() { # name, args...
   local name=$1; shift
   echo "== $name: parley bench $*" >&2
