@@ -478,10 +478,9 @@ var leadsRefresh = 5 * time.Second
 // of those it campaigns for current, and wakes the placement loop when
 // this node has become the leader of a shard: a configuration change the
 // old leader handed over (it leaves the shard) is then made at once, not
-// at the next tick. It runs when a shard's raft
-// changes state (it polled ten times a second before: ten wake-ups a
-// second of an idle node), and every few seconds regardless (a refresh:
-// see setLeads).
+// at the next tick. It runs when a shard's raft changes state (it polled
+// ten times a second before: ten wake-ups a second of an idle node), and
+// every few seconds regardless (a refresh: see setLeads).
 func (n *Node) leadsLoop() {
 	tick := time.NewTicker(leadsRefresh)
 	defer tick.Stop()

@@ -192,12 +192,23 @@ func waitPlacement(t *testing.T, servers []*server.Server, nodes []string) {
 }
 
 func addNode(t *testing.T, nodes []*server.Server, name, host string) *server.Server {
+	return startNode(t, joinConfig(t, nodes, name, host))
+}
+
+// joinConfig is the configuration of a node named name on host that joins
+// the cluster of nodes.
+func joinConfig(t *testing.T, nodes []*server.Server, name, host string) config.Config {
 	c := servertest.Config(t.TempDir())
 	c.Node = name
 	c.HTTP, c.Peer, c.Gossip = host+":0", host+":0", host+":0"
 	c.BootstrapExpect = 3
 	c.Cluster.Grace = config.Duration{Duration: 2 * time.Second}
 	c.Join = []string{nodes[0].Node().GossipAddr()}
+	return c
+}
+
+func startNode(t *testing.T, c config.Config) *server.Server {
+	t.Helper()
 	s, err := server.Start(c, testutil.Logger())
 	if err != nil {
 		t.Fatal(err)
@@ -229,11 +240,14 @@ func TestJoinMovesOnlyPlacedShards(t *testing.T) {
 	sendRetry(t, n4, channel.SendRequest{From: "a", To: "b", Body: "x", Key: "1"})
 	// A node removed from a shard may not hear of its removal; it must not
 	// campaign for the shard. Many election timeouts (50 ms here) later,
-	// no node is a candidate anywhere.
+	// no node campaigns for a shard it is not placed on. (One placed may,
+	// for a moment: a leadership hand-over, which the balancing of leaders
+	// after a join makes, turns its target into a candidate. Counting every
+	// candidate, this test failed once in 22 runs, on a placed voter.)
 	time.Sleep(time.Second)
 	for _, s := range withN4 {
 		for _, st := range s.Node().Stats(false) {
-			if st.State == "Candidate" {
+			if st.State == "Candidate" && !slices.Contains(cluster.Placement(st.Shard, all, 3), s.Node().ID()) {
 				t.Errorf("%s campaigns for shard %d (voters as it sees them: %v)", s.Node().ID(), st.Shard, st.Voters)
 			}
 		}
@@ -685,23 +699,13 @@ func restartLast(t *testing.T, nodes []*server.Server, c config.Config) *server.
 // bring it the news.
 func TestRemovedWhileDownStopsCampaigning(t *testing.T) {
 	nodes := servertest.Cluster(t, 3, nil)
-	c4 := servertest.Config(t.TempDir())
-	c4.Node = "n4"
-	c4.HTTP, c4.Peer, c4.Gossip = "127.0.0.4:0", "127.0.0.4:0", "127.0.0.4:0"
-	c4.BootstrapExpect = 3
-	c4.Cluster.Grace = config.Duration{Duration: 2 * time.Second}
-	c4.Join = []string{nodes[0].Node().GossipAddr()}
-	n4, err := server.Start(c4, testutil.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n4.Close() })
+	c4 := joinConfig(t, nodes, "n4", "127.0.0.4")
+	n4 := startNode(t, c4)
 	waitPlacement(t, append(slices.Clone(nodes), n4), []string{"n1", "n2", "n3", "n4"})
 	sendRetry(t, nodes[0], channel.SendRequest{From: "a", To: "b", Body: "x", Key: "1"})
 
 	// n4 goes down; n5 joins meanwhile and takes n4's place on the shards
 	// where it now ranks above it (5 and 7 of 8, for these names).
-	c4.HTTP, c4.Peer, c4.Gossip = n4.HTTPAddr(), n4.Node().PeerAddr(), n4.Node().GossipAddr()
 	n4.Close()
 	n5 := addNode(t, nodes, "n5", "127.0.0.5")
 	withN5 := append(slices.Clone(nodes), n5)
@@ -718,11 +722,7 @@ func TestRemovedWhileDownStopsCampaigning(t *testing.T) {
 		t.Fatal("no shard leaves n4 for n5: the test proves nothing")
 	}
 
-	n4, err = server.Start(c4, testutil.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n4.Close() })
+	n4 = restartLast(t, []*server.Server{nodes[0], n4}, c4) // back on its data and addresses
 	everyone := append(slices.Clone(withN5), n4)
 	waitPlacement(t, everyone, all)
 	// On the shards it left, n4 ends quiet: a follower at most, whose
