@@ -18,9 +18,10 @@ import (
 // client, is one), and an append to a file made durable with fdatasync
 // (each synced Raft log write). The bench's results scale with these, so
 // BENCHMARKS.md records them: two boxes, or two builds of one VM, whose
-// tables differ can be told apart by them. On the 2-core VM the table's
-// run came from, one build took 1.0 µs for a syscall where another was
-// several times faster, and every loaded number moved with it.
+// tables differ can be told apart by them. Two builds of the 2-core VM
+// this was written on differed that way: `go test -bench BenchmarkApply
+// ./channel` took 3.3-4.2 µs on one and 4.5-5.9 on the other, and the
+// loaded results moved with it (BENCHMARKS.md's header).
 type machineCosts struct {
 	SyscallNs float64 `json:"syscall_ns"`
 	// A 64-byte ping and its echo between two goroutines: two writes,

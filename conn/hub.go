@@ -224,6 +224,8 @@ func (h *Hub) deliverLocal(users []string, frame []byte, skip string, ts int64) 
 		}
 		return
 	}
+	// A copy: handing idle itself to a goroutine would move some to the
+	// heap on every call, a DM's included.
 	go writeAll(slices.Clone(idle))
 }
 
