@@ -1,5 +1,5 @@
 """Writes BENCHMARKS.md from the JSON results of scripts/bench.sh."""
-import glob, json, os, platform, re, subprocess, sys
+import datetime, glob, json, os, platform, re, subprocess, sys
 
 out = sys.argv[1]
 def load(name):
@@ -25,18 +25,26 @@ rates = sorted(int(re.search(r"dm-(\d+)\.json$", p).group(1)) for p in glob.glob
 cores = os.cpu_count()
 mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.split("\n")[1].split()[1]
 disk = subprocess.run(["df", "-h", "."], capture_output=True, text=True).stdout.split("\n")[1].split()[1]
+def git(*args):
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+# The code the run was made on: the commit, and whether the tree differed
+# from it (the two files this script writes do not count).
+commit = git("rev-parse", "--short", "HEAD") or "an unknown commit"
+if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md", ":!docs/bench-latency.svg"):
+    commit += " with local changes"
 print("# parley benchmarks\n")
-print("Written by `make bench` (scripts/bench.sh): a three-node cluster on loopback")
-print("(127.0.0.1-3, 64 shards, R=3, every ack after a synced quorum commit), the load")
-print("tool on the same machine and the same cores. Rerun it to reproduce the tables on")
-print("your box. The cluster runs with the default configuration except a raised")
-print("per-user rate limit (the throughput run's senders each send hundreds a second).")
-print("On a shared two-core VM the loaded results vary a lot between runs (the load")
-print("tool and three nodes compete for the same cores): over thirty-three runs on eight days, DM p99 at")
-print("2,000/s ranged 11-158 ms and the 5,000-member group's p99 74-126 ms; with the timer slack the")
-print("idle cluster took 4.3-5.9% of a core (five runs), and 2.6-3.4% in the eleven runs since an idle node runs on one thread (interleaved by hand on fresh clusters in a slow phase of the VM: the last code 0.2-0.4 points above the code before its session in four 40 s pairs, and 0.1 below to 1.0 above the code before its own AppendEntries encoding in three 30 s pairs; a profile of the idle cluster shows no time in that code, so this is not explained); 2.36-2.91% in the six runs since the heartbeat rounds share one tick and Pebble's compaction scheduler lost its timer (2.26-2.70% by hand against 2.53-3.13%). Since b33438b the tool's open-loop sends go out on time (they were up to 1 ms late, which counted as latency), so DM latencies at low rates read about 0.4 ms lower than in earlier runs; since 2e6b7ec its clients take events on their read loops (one goroutine hop less each), which lightens the tool most in the group runs. A thirty-fourth run, on 2026-11-28 on another build of the VM (Linux 6.18.44-fc-v782, where the table's run had v595) and with the same loaded and idle paths as 2e6b7ec, gave 17,660 acked/s, DM p50 30.5 / p99 141 ms at 2,000/s, a group p99 of 150.6 ms, 15.0 KiB a session, 6.15% idle and a 0.18 s failover: on that VM an idle node took 2-5% of a core in 20 s windows (the threads' schedstat agrees with the tick counts), mostly in epoll_wait and socket writes, so each wake-up and syscall cost several times what it had; a 1 KiB write and fdatasync took ~100 µs of CPU, and `go test -bench BenchmarkApply ./channel` 5.0-6.0 µs (3.3-4.2 before). A thirty-fifth, on the same VM build on ed1a37c (WALs preallocated with their size, parallel index updates, the 256 KiB frame and 32 MiB client read limits), gave 21,367 acked/s, DM p50 21.2 / p99 100.6 ms at 2,000/s, a group p99 of 134.6 ms, 14.8 KiB a session, 7.2% idle, a 0.08 s failover and 3,605 history pages/s. A thirty-sixth, on the same VM build on 9cbb2e2 (forwarded reads on a stream, raft's MaxAppendEntries 64, gossip without compression, the directory's numbered stream, sessions opened 64 at a time), gave 23,380 acked/s, DM p50 19.7 / p99 81.2 ms at 2,000/s, a group p99 of 149.2 ms, 12.5 KiB a session (opened 3,092 a second), 11.88% idle (by hand the same build idled at 3.4-13.0% in 30 s windows with the same ~620 context switches a second: on this VM a wake-up's cost swings fourfold), a 0.19 s failover and 4,257 history pages/s; a run just before it, on 5acaece, stopped when the warm-up message of the 5,000-member group reached 4,998 members (why is not known: sessions closed by a write timeout, the likeliest cause, were not counted; they are since a886c65, and the tool now says which sessions ended). A thirty-seventh, on 468adf2 (also a digest after each burst of directory changes, and raft quiet while its node closes), gave 25,836 acked/s, DM p50 8.3 / p99 59.3 ms at 2,000/s, a group p99 of 154.2 ms, 15.0 KiB a session (opened 2,979 a second; so the 12.5 KiB before was that run's noise), 5.7% idle, a 0.20 s failover and 4,114 history pages/s. A thirty-eighth, on 87b10ab with this script's failed-step handling: 23,731 acked/s, DM p50 15.4 / p99 79.1 ms at 2,000/s, a group p99 of 140.5 ms, 13.4 KiB a session (opened 3,134 a second), 9.58% idle, a 0.21 s failover and 4,194 history pages/s. A thirty-ninth, on 896f501 (leaders balanced, and this script waits for that before measuring): 21,137 acked/s, DM p50 20.2 / p99 92.2 ms at 2,000/s, 14.4 KiB a session (opened 3,012 a second), 6.0% idle, a 0.09 s failover and 3,830 history pages/s; its 5,000-member group stopped at the warm-up again (4,999 of 5,000 members: one member's session ended with \"use of closed network connection\", which is what a read sees after the client's own failed write closed the socket; since that run the client reports the write's error instead). A fortieth, on c2d9795, ran the group to the end: the sessions that ended in those two runs were closed by coder/websocket itself, because a member's pong had waited past its 5 s control-write timeout while the tool's GC scanned a gigabyte of event buffers its 5,000 clients never used (now not allocated), not by a failed write of the client's own; it gave 19,249 acked/s, DM p50 26.9 / p99 101.2 ms at 2,000/s, a group p99 of 120.7 ms, 14.3 KiB a session (opened 2,685 a second), 7.98% idle, a 0.27 s failover and 2,816 history pages/s. A forty-first, on 586a487 (a frame for 16 or more sessions written by one goroutine, in turn, without waiting on any socket), does not count: its raw writes found an expired write deadline and closed the group's sessions ten seconds into each run (fixed in 568425b; this script now fails a step that had errors). A forty-second, on 450a709: 23,838 acked/s, DM p50 11.7 / p99 70.3 ms at 2,000/s, a group p99 of 125.0 ms (median member p50 53.1 ms; in three interleaved pairs by hand the last member's p99 was 94-114 ms with the one-goroutine fan-out and 103-120 without), 13.4 KiB a session (opened 2,533 a second), 7.75% idle, a 0.25 s failover and 3,089 history pages/s. A forty-third, on c60f775 in a slower phase of the VM: 19,688 acked/s, DM p50 27.2 / p99 178.3 ms at 2,000/s, a group p99 of 124.8 ms (median member p50 62.3 ms), 12.6 KiB a session (opened 3,067 a second), 9.51% idle, a 0.24 s failover and 3,749 history pages/s. A forty-fourth, on d769bdb with the machine step this script now runs first (`parley bench machine`: a syscall 1.21 µs, a loopback TCP round trip 24.8 µs, a 1 KiB append and fdatasync 259 µs at the median and 182 µs of CPU), in a slow phase of the VM: 18,353 acked/s, DM p50 20.1 / p99 90.3 ms at 2,000/s, a group p99 of 117.7 ms (median member p50 66.2 ms), 14.2 KiB a session (opened 3,276 a second), 10.86% idle (one idle cluster measured by hand in consecutive 10 s windows: 3.3 to 14.0%), a 0.12 s failover and 3,362 history pages/s. The table keeps 2e6b7ec's run. The failover took 2.1-3.0 s while")
-print("it waited for Raft's heartbeat timeout; since the survivors campaign as soon as the killed")
-print("node's port refuses, 0.02-0.35 s (the step below, and by hand).\n")
+print(f"Written by `make bench` (scripts/bench.sh) on {commit}, {datetime.date.today().isoformat()}:")
+print("a three-node cluster on loopback (127.0.0.1-3, 64 shards, R=3, every ack after")
+print("a synced quorum commit), the load tool on the same machine and the same cores.")
+print("Rerun it to reproduce the tables on your box. The cluster runs with the default")
+print("configuration except a raised per-user rate limit (the throughput run's senders")
+print("each send hundreds a second). With the load tool and three nodes on the same")
+print("cores, the loaded results vary from run to run, most on a shared VM:")
+print("[docs/bench-history.md](docs/bench-history.md) lists every run on the project's")
+print("two-core development VM, and what changed between them.\n")
 print(f"Machine: {cores} cores, {mem} memory, {disk} disk, {platform.platform()}.\n")
 mc = load("machine")
 if mc:
