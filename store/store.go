@@ -37,6 +37,7 @@ type Store struct {
 	db      *pebble.DB
 	dir     string
 	checker io.Closer // the disk health checker
+	log     *slog.Logger
 
 	bgMu sync.Mutex     // orders bg's Add against Close
 	stop chan struct{}  // closed by Close: background readers end
@@ -128,7 +129,7 @@ func OpenWith(dir string, log *slog.Logger, o Options) (*Store, error) {
 		checker.Close()
 		return nil, fmt.Errorf("open pebble in %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir, checker: checker, stop: make(chan struct{})}, nil
+	return &Store{db: db, dir: dir, checker: checker, log: log, stop: make(chan struct{})}, nil
 }
 
 // DB returns the underlying database, for the state machine's own reads and writes.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
+
+	"github.com/parleychat/parley/internal/testutil"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -316,6 +319,92 @@ func TestCompactionsRunWithoutTimer(t *testing.T) {
 		k := fmt.Appendf(nil, "k%03d-%04d", 199, f)
 		if _, err := s.get(k); err != nil {
 			t.Fatalf("%s: %v", k, err)
+		}
+	}
+}
+
+// DropShard deletes one shard's log, stable store, snapshot and state, and
+// nothing of its neighbours; a compaction then gives the space back.
+func TestDropShard(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	defer func() { s.Close() }()
+	big := make([]byte, 1000)
+	for shard := 2; shard <= 4; shard++ {
+		fill(t, s, shard, 100, "v")
+		logs := s.RaftStore(shard)
+		for i := uint64(1); i <= 50; i++ {
+			if err := logs.StoreLog(entry(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := logs.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Shard 3 is big (32 MiB), and has a snapshot received from a leader.
+	b := s.DB().NewBatch()
+	for i := range 32 << 10 {
+		rand.Read(big) // incompressible
+		b.Set(append(FSMPrefix(3), fmt.Sprintf("big%06d", i)...), big, nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := s.SnapshotStore(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := ss.Create(raft.SnapshotVersionMax, 10, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk.Write([]byte("snapshot bytes"))
+	if err := sk.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DB().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	before2, before4 := dump(t, s, 2), dump(t, s, 4)
+	tables := func() int64 { m := s.DB().Metrics(); return m.Total().TablesSize }
+	full := tables()
+
+	if err := s.DropShard(3); err != nil {
+		t.Fatal(err)
+	}
+	if has, err := s.HasShard(3); has || err != nil {
+		t.Fatalf("shard 3 after the drop: has keys %v (%v)", has, err)
+	}
+	if _, err := os.Stat(ss.file()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the snapshot file is still there: %v", err)
+	}
+	// The space comes back (the compaction runs in the background).
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if now := tables(); now > full/4 {
+			return fmt.Errorf("%d bytes of tables, %d before the drop", now, full)
+		}
+		return nil
+	})
+	// It lasts, and the neighbours are whole.
+	s.Close()
+	s = open(t, dir)
+	if has, err := s.HasShard(3); has || err != nil {
+		t.Fatalf("shard 3 after a restart: has keys %v (%v)", has, err)
+	}
+	if !bytes.Equal(dump(t, s, 2), before2) || !bytes.Equal(dump(t, s, 4), before4) {
+		t.Fatal("the drop touched a neighbouring shard's state")
+	}
+	for _, shard := range []int{2, 4} {
+		logs := s.RaftStore(shard)
+		first, _ := logs.FirstIndex()
+		last, _ := logs.LastIndex()
+		term, err := logs.GetUint64([]byte("CurrentTerm"))
+		if first != 1 || last != 50 || term != 7 || err != nil {
+			t.Fatalf("shard %d's log after the drop: %d-%d, term %d (%v)", shard, first, last, term, err)
+		}
+		if has, _ := s.HasShard(shard); !has {
+			t.Fatalf("shard %d has no keys", shard)
 		}
 	}
 }
