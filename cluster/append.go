@@ -250,7 +250,7 @@ func (f *appendFuture) Start() time.Time                      { return f.start }
 func (f *appendFuture) Request() *raft.AppendEntriesRequest   { return f.args }
 func (f *appendFuture) Response() *raft.AppendEntriesResponse { return f.resp }
 
-func (t *beatTransport) appendLayer() *Layer { return t.mux.Layer(kindAppend, t.shard) }
+func (t *beatTransport) appendLayer() *Layer { return t.appends }
 
 // Consumer is where raft takes its requests: from the shard's append
 // streams, and from the network transport through pump.

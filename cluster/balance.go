@@ -43,7 +43,7 @@ func (n *Node) balance(present []string) {
 	}
 	counts := n.members.ledCounts()
 	mine := 0
-	for _, g := range n.groups {
+	for _, g := range n.eachGroup() {
 		if g.raft.State() == raft.Leader {
 			mine++
 		}
@@ -65,7 +65,7 @@ func (n *Node) balance(present []string) {
 		count int
 	}
 	var moves []move
-	for shard, g := range n.groups {
+	for shard, g := range n.eachGroup() {
 		if g.raft.State() != raft.Leader {
 			continue
 		}
@@ -105,7 +105,7 @@ func (n *Node) balance(present []string) {
 		}
 		n.log.Info("handing a shard's leadership over to balance the leaders", "shard", m.shard,
 			"to", m.to.ID, "leads", mine, "its_leads", m.count)
-		if err := n.groups[m.shard].raft.LeadershipTransferToServer(m.to.ID, m.to.Address).Error(); err != nil {
+		if err := n.group(m.shard).raft.LeadershipTransferToServer(m.to.ID, m.to.Address).Error(); err != nil {
 			n.log.Warn("leadership hand-over failed", "shard", m.shard, "to", m.to.ID, "err", err)
 		}
 		return

@@ -72,7 +72,7 @@ func (n *Node) detectLoop() {
 		case <-timer.C:
 		}
 		timer.Reset(time.Until(nextTick(time.Now(), every)))
-		for _, g := range n.groups {
+		for _, g := range n.eachGroup() {
 			n.detect(g)
 		}
 	}

@@ -394,7 +394,7 @@ func (n *Node) serveStream(c net.Conn) {
 			return nil
 		}
 		cmd = append([]byte(nil), cmd...) // the frame's buffer is reused for the next
-		if _, err := n.groups[shard].batch.submitFunc(ctx, cmd, func(o outcome) { answer(id, o) }); err != nil {
+		if _, err := n.group(shard).batch.submitFunc(ctx, cmd, func(o outcome) { answer(id, o) }); err != nil {
 			answer(id, outcome{err: err})
 		}
 		return nil

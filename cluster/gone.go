@@ -62,7 +62,7 @@ func (n *Node) peerStreamEnded(id raft.ServerID, addr raft.ServerAddress) {
 	n.goneAt[addr] = time.Now()
 	n.goneMu.Unlock()
 	local := raft.ServerID(n.cfg.NodeID)
-	for _, g := range n.groups {
+	for _, g := range n.eachGroup() {
 		survivors, self, ok := g.survivorsOf(id, local)
 		if !ok {
 			continue

@@ -48,7 +48,7 @@ type beatTransport struct {
 	onHB  atomic.Pointer[func(raft.RPC)] // raft's heartbeat handler
 
 	// The shard's AppendEntries pipelines (append.go).
-	mux       *Mux
+	appends   *Layer // the shard's append streams
 	timeout   time.Duration
 	log       *slog.Logger
 	rpcs      chan raft.RPC // what raft consumes
@@ -58,8 +58,9 @@ type beatTransport struct {
 }
 
 func newBeatTransport(n *Node, nt *raft.NetworkTransport, shard int, timeout time.Duration) *beatTransport {
-	t := &beatTransport{NetworkTransport: nt, beats: n.beats, shard: shard, mux: n.mux, timeout: timeout,
-		log: n.log.With("shard", shard), rpcs: make(chan raft.RPC), closed: make(chan struct{}), spawn: n.goRun}
+	t := &beatTransport{NetworkTransport: nt, beats: n.beats, shard: shard, timeout: timeout,
+		log: n.log.With("shard", shard), rpcs: make(chan raft.RPC), closed: make(chan struct{}), spawn: n.goRun,
+		appends: n.mux.Layer(kindAppend, shard)}
 	t.spawn(t.pump)
 	t.spawn(t.serveAppends)
 	return t
@@ -425,7 +426,7 @@ func (n *Node) answerBeats(out, body []byte, from *raft.ServerID, fromAddr *raft
 		if string(id) != string(*from) || string(addr) != string(*fromAddr) {
 			*from, *fromAddr = raft.ServerID(id), raft.ServerAddress(addr)
 		}
-		resp, err := n.groups[shard].beat(req)
+		resp, err := n.group(int(shard)).beat(req)
 		out = appendBeatResponse(out, resp, err)
 	}
 	return out, nil

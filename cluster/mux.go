@@ -55,12 +55,13 @@ func NewMux(ln net.Listener, key []byte, log *slog.Logger) *Mux {
 
 func streamID(kind byte, shard int) uint32 { return uint32(kind)<<16 | uint32(shard) }
 
-// Layer returns the stream layer for (kind, shard), creating it once.
+// Layer returns the stream layer for (kind, shard), creating it on first
+// use and again once the one before was closed (a replaced group's).
 func (m *Mux) Layer(kind byte, shard int) *Layer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	id := streamID(kind, shard)
-	if l, ok := m.layers[id]; ok {
+	if l, ok := m.layers[id]; ok && !l.closed() {
 		return l
 	}
 	l := &Layer{mux: m, header: [headerLen]byte{muxMagic, kind, byte(shard >> 8), byte(shard)},
@@ -155,6 +156,15 @@ type Layer struct {
 }
 
 var _ raft.StreamLayer = (*Layer)(nil)
+
+func (l *Layer) closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
 
 // Accept waits for the next connection of this stream.
 func (l *Layer) Accept() (net.Conn, error) {

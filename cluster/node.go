@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"iter"
 	"log/slog"
 	"net"
 	"net/http"
@@ -89,13 +90,17 @@ type Node struct {
 	st      *store.Store
 	mux     *Mux
 	members *membership
-	groups  []*group
-	rpc     *http.Client
-	rpcSrv  *http.Server
-	stop    chan struct{}
-	ctx     context.Context // cancelled by Close: bounds the node's own RPCs
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// groups holds every shard's group, replaced when the node deletes the
+	// data of a shard it has left (retire.go). Read it through group and
+	// eachGroup.
+	groups []atomic.Pointer[group]
+	swapMu sync.Mutex // held while a group is replaced, and by Close
+	rpc    *http.Client
+	rpcSrv *http.Server
+	stop   chan struct{}
+	ctx    context.Context // cancelled by Close: bounds the node's own RPCs
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	formed   atomic.Bool           // the cluster has bootstrapped (or this node joined one)
 	poke     chan struct{}         // wakes the bootstrap and placement loops
@@ -116,6 +121,8 @@ type Node struct {
 
 	beats *beats // heartbeats coalesced per peer node
 
+	deleted atomic.Uint64 // copies of shards this node left, deleted (retire.go)
+
 	slowLogged atomic.Int64 // when the last slow commit was logged (unix ns)
 	slowMuted  atomic.Int64 // slow commits not logged since
 
@@ -129,6 +136,9 @@ type group struct {
 	trans *beatTransport
 	fsm   *fsm
 	batch *batcher
+
+	halted   chan struct{} // closed when the node closes or replaces the group
+	haltOnce sync.Once
 
 	// Owned by detectLoop (detect.go).
 	hurried   bool      // raft's timeouts are lowered: the leader went quiet
@@ -178,6 +188,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
 		stop: make(chan struct{}), poke: make(chan struct{}, 1), states: make(chan raft.Observation, 1), handlers: map[string]MessageHandler{},
 		links: map[linkKey]*fwdLink{}, posts: map[string]*postLink{}}
+	n.groups = make([]atomic.Pointer[group], cfg.Shards)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
 	n.beats = newBeats(n, cfg.Shards, cfg.HeartbeatTimeout)
@@ -220,6 +231,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 	n.goRun(n.placementLoop)
 	n.goRun(n.leadsLoop)
 	n.goRun(n.detectLoop)
+	n.goRun(n.retireLoop)
 	return nil
 }
 
@@ -285,7 +297,6 @@ func (n *Node) raftConfig(shard int) *raft.Config {
 const logCacheEntries = 16
 
 func (n *Node) startGroup(shard int, sm StateMachine) error {
-	logs := n.st.RaftStore(shard)
 	snaps, err := n.st.SnapshotStore(shard)
 	if err != nil {
 		return err
@@ -297,6 +308,21 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 			return err
 		}
 		n.log.Info("finished an interrupted snapshot restore", "shard", shard)
+	}
+	g, err := n.newGroup(shard, sm)
+	if err != nil {
+		return err
+	}
+	n.runGroup(g)
+	return nil
+}
+
+// newGroup starts shard's Raft instance on the store's state.
+func (n *Node) newGroup(shard int, sm StateMachine) (*group, error) {
+	logs := n.st.RaftStore(shard)
+	snaps, err := n.st.SnapshotStore(shard)
+	if err != nil {
+		return nil, err
 	}
 	const timeout = 10 * time.Second
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -314,12 +340,12 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 	cached, err := raft.NewLogCache(logCacheEntries, logs)
 	if err != nil {
 		bt.Close()
-		return err
+		return nil, err
 	}
 	r, err := raft.NewRaft(n.raftConfig(shard), f, cached, logs, snaps, bt)
 	if err != nil {
 		bt.Close()
-		return err
+		return nil, err
 	}
 	// Only a nudge: a full channel drops the observation, and the one
 	// waiting already makes leadsLoop read every shard's state again.
@@ -327,12 +353,33 @@ func (n *Node) startGroup(shard int, sm StateMachine) error {
 		_, ok := o.Data.(raft.RaftState)
 		return ok
 	}))
-	g := &group{shard: shard, raft: r, trans: bt, fsm: f,
+	g := &group{shard: shard, raft: r, trans: bt, fsm: f, halted: make(chan struct{}),
 		batch: newBatcher(r, n.cfg.MaxBatch, n.cfg.Inflight, 5*time.Second)}
 	g.batch.slow = n.slowCommit(shard)
-	n.groups = append(n.groups, g)
-	n.goRun(func() { g.batch.run(n.stop) })
-	return nil
+	return g, nil
+}
+
+// runGroup makes g its shard's group and starts its batcher.
+func (n *Node) runGroup(g *group) {
+	n.groups[g.shard].Store(g)
+	n.goRun(func() { g.batch.run(g.halted) })
+}
+
+// halt stops the group's batcher (its Raft instance is shut down apart).
+func (g *group) halt() { g.haltOnce.Do(func() { close(g.halted) }) }
+
+// group is shard's current group.
+func (n *Node) group(shard int) *group { return n.groups[shard].Load() }
+
+// eachGroup yields every started group with its shard.
+func (n *Node) eachGroup() iter.Seq2[int, *group] {
+	return func(yield func(int, *group) bool) {
+		for shard := range n.groups {
+			if g := n.group(shard); g != nil && !yield(shard, g) {
+				return
+			}
+		}
+	}
 }
 
 // formLoop bootstraps the cluster once BootstrapExpect unformed nodes with
@@ -370,7 +417,7 @@ func (n *Node) tryForm() error {
 	}
 	// Every node of the bootstrap set computes the same placement and
 	// bootstraps the shards it is placed on with the same configuration.
-	for shard, g := range n.groups {
+	for shard, g := range n.eachGroup() {
 		voters := Placement(shard, alive, n.cfg.Replicas)
 		if !contains(voters, n.cfg.NodeID) {
 			continue
@@ -430,6 +477,24 @@ func (n *Node) GossipAddr() string { return n.members.Addr() }
 // ID is this node's name.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
+// HoldsShard tells whether this node's store has any of shard's log or
+// state. A node that has left a shard holds none (retire.go).
+func (n *Node) HoldsShard(shard int) (bool, error) { return n.st.HasShard(shard) }
+
+// DeletedShards counts the copies of shards this node left that it
+// deleted since it started.
+func (n *Node) DeletedShards() uint64 { return n.deleted.Load() }
+
+// StateDigest is a hash of this node's copy of shard's state. Replicas
+// that have applied the same entries have the same digest.
+func (n *Node) StateDigest(shard int) ([]byte, error) {
+	h := sha256.New()
+	if _, err := n.st.WriteShard(shard, h); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
+
 // busy tells the configured Busy hook that the node has work.
 func (n *Node) busy() {
 	if n.cfg.Busy != nil {
@@ -448,20 +513,20 @@ func ShardOf(id string, shards int) int {
 }
 
 // IsLeader reports whether this node leads shard now.
-func (n *Node) IsLeader(shard int) bool { return n.groups[shard].raft.State() == raft.Leader }
+func (n *Node) IsLeader(shard int) bool { return n.group(shard).raft.State() == raft.Leader }
 
 // AppliedIndex is the last log index this node's state machine has applied
 // for shard: its state includes that entry. (raft's own AppliedIndex counts
 // entries handed to the state machine, possibly not applied yet.)
 func (n *Node) AppliedIndex(shard int) uint64 {
-	i, _ := n.groups[shard].fsm.appliedIndex()
+	i, _ := n.group(shard).fsm.appliedIndex()
 	return i
 }
 
 // leaderPeer returns the peer address of shard's leader, if one is known:
 // from Raft on a replica, else from what the members gossip.
 func (n *Node) leaderPeer(shard int) (string, string, bool) {
-	if addr, id := n.groups[shard].raft.LeaderWithID(); addr != "" {
+	if addr, id := n.group(shard).raft.LeaderWithID(); addr != "" {
 		return string(addr), string(id), true
 	}
 	meta, id, ok := n.members.leaderOf(shard)
@@ -499,7 +564,7 @@ func (n *Node) leadsLoop() {
 		bits := make([]byte, (len(n.groups)+7)/8)
 		var campaigns []byte
 		gained := false
-		for i, g := range n.groups {
+		for i, g := range n.eachGroup() {
 			switch g.raft.State() {
 			case raft.Leader:
 				bits[i/8] |= 1 << (i % 8)
@@ -545,7 +610,7 @@ func (n *Node) atLeader(ctx context.Context, shard int, mode byte, op []byte) ([
 }
 
 func (n *Node) proposeLocal(ctx context.Context, shard int, cmd []byte) (any, error) {
-	g := n.groups[shard]
+	g := n.group(shard)
 	if g.raft.State() != raft.Leader {
 		return nil, fmt.Errorf("%w: not the leader of shard %d", ErrUnavailable, shard)
 	}
@@ -607,7 +672,7 @@ func (n *Node) readLocal(ctx context.Context, shard int, op []byte) ([]byte, err
 // Linearize returns once this node, leading the shard, has applied every
 // entry committed before the call.
 func (n *Node) Linearize(ctx context.Context, shard int) error {
-	g := n.groups[shard]
+	g := n.group(shard)
 	n.busy()
 	commit := g.raft.CommitIndex()
 	done := n.beats.verifying(shard)
@@ -664,7 +729,7 @@ func (n *Node) Ready() error {
 	if !n.formed.Load() {
 		return fmt.Errorf("the cluster has not formed: %d of %d nodes seen", len(n.members.alive()), n.cfg.BootstrapExpect)
 	}
-	for _, g := range n.groups {
+	for _, g := range n.eachGroup() {
 		_, id, ok := n.leaderPeer(g.shard)
 		if !ok && g.raft.State() == raft.Leader {
 			id, ok = n.cfg.NodeID, true
@@ -701,6 +766,11 @@ func (n *Node) Close() error {
 	}
 	close(n.stop)
 	n.cancel()
+	n.swapMu.Lock() // no group is replaced from here on (retire.go)
+	for _, g := range n.eachGroup() {
+		g.halt()
+	}
+	n.swapMu.Unlock()
 	// Nothing goes out from here on, and what is in flight fails at once:
 	// raft's shutdown waits for its RPCs, and one to a frozen peer waits
 	// out the transport's timeout.
@@ -716,10 +786,10 @@ func (n *Node) Close() error {
 	// flight, up to the transport's timeout when a peer is frozen, and one
 	// group after another those waits added up past drain's 30 s.
 	stopped := make([]raft.Future, len(n.groups))
-	for i, g := range n.groups {
+	for i, g := range n.eachGroup() {
 		stopped[i] = g.raft.Shutdown()
 	}
-	for i, g := range n.groups {
+	for i, g := range n.eachGroup() {
 		if err := stopped[i].Error(); err != nil {
 			errs = append(errs, fmt.Errorf("shard %d: %w", g.shard, err))
 		}

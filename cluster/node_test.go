@@ -232,7 +232,7 @@ func TestEntryEncoding(t *testing.T) {
 func TestSlowCommitsReported(t *testing.T) {
 	tn := startNode(t, t.TempDir(), testConfig(), nil)
 	defer tn.close(t)
-	g := tn.groups[2]
+	g := tn.group(2)
 	took := make(chan int, 1)
 	g.batch.slowAfter = 0 // every entry is slow
 	g.batch.slow = func(_ time.Duration, cmds int) { took <- cmds }
@@ -296,7 +296,7 @@ func TestCloseDoesNotWaitForASilentPeer(t *testing.T) {
 		}
 	}()
 	tn := startNode(t, t.TempDir(), testConfig(), nil)
-	for _, g := range tn.groups {
+	for _, g := range tn.eachGroup() {
 		g.raft.AddVoter("n2", raft.ServerAddress(silent.Addr().String()), 0, 0) // never commits: n2 never answers
 	}
 	for range len(tn.groups) { // every shard has an RPC waiting on the silent peer
@@ -317,7 +317,7 @@ func TestCloseDoesNotWaitForASilentPeer(t *testing.T) {
 func TestConfigIndexBound(t *testing.T) {
 	tn := startNode(t, t.TempDir(), testConfig(), nil)
 	defer tn.close(t)
-	g := tn.groups[0]
+	g := tn.group(0)
 	f := g.raft.AddNonvoter("x", "127.0.0.1:1", 0, 5*time.Second)
 	if err := f.Error(); err != nil {
 		t.Fatal(err)

@@ -55,7 +55,7 @@ func (n *Node) placementLoop() {
 }
 
 func (n *Node) reconcile(shard int, present []string) {
-	g := n.groups[shard]
+	g := n.group(shard)
 	cf := g.raft.GetConfiguration()
 	if cf.Error() != nil {
 		return
@@ -192,7 +192,7 @@ func (n *Node) change(shard int, what, id string, f raft.Future) {
 // caughtUp reports whether a non-voter has applied nearly all of the log.
 func (n *Node) caughtUp(shard int, s raft.Server) bool {
 	applied, ok := n.applied(shard, s)
-	return ok && applied+catchUpSlack >= n.groups[shard].raft.CommitIndex()
+	return ok && applied+catchUpSlack >= n.group(shard).raft.CommitIndex()
 }
 
 // applied asks a member how far it has applied shard's log (configuration
@@ -220,7 +220,7 @@ func (n *Node) progress(shard int, peerAddr string) (progress, bool) {
 // the gossip so the others stop counting on it.
 func (n *Node) Drain(ctx context.Context) {
 	n.draining.Store(true)
-	for _, g := range n.groups {
+	for _, g := range n.eachGroup() {
 		if g.raft.State() != raft.Leader {
 			continue
 		}

@@ -21,6 +21,7 @@ import (
 // have heartbeats: heartbeat.go.)
 //
 //	GET  /progress?shard=N  -> {"applied": index, "campaigning": true if a candidate}
+//	GET  /member?shard=N&id=ID -> {"member": false once a committed configuration lacks ID} (the leader; retire.go)
 const kindRPC byte = 'h'
 
 // maxRPCBody bounds a request or reply body.
@@ -29,6 +30,7 @@ const maxRPCBody = 64 << 20
 func (n *Node) rpcMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /progress", n.handleProgress)
+	mux.HandleFunc("GET /member", n.handleMember)
 	return mux
 }
 
@@ -46,7 +48,7 @@ func (n *Node) handleProgress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rf := n.groups[shard].raft
+	rf := n.group(shard).raft
 	json.NewEncoder(w).Encode(progress{Applied: rf.AppliedIndex(), Campaigning: rf.State() == raft.Candidate})
 }
 

@@ -34,7 +34,7 @@ func (n *Node) Stats(withLag bool) []ShardStats {
 		s raft.Server
 	}
 	var asks []lagAsk
-	for i, g := range n.groups {
+	for i, g := range n.eachGroup() {
 		_, leader := g.raft.LeaderWithID()
 		// raft's applied index counts no-op entries, which never reach the
 		// state machine, so it meets the commit index once all is applied.
@@ -68,7 +68,7 @@ func (n *Node) Stats(withLag bool) []ShardStats {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lags[k] = n.followerLag(ctx, n.groups[a.i], a.s)
+			lags[k] = n.followerLag(ctx, n.group(a.i), a.s)
 		}()
 	}
 	wg.Wait()

@@ -748,3 +748,92 @@ func TestRemovedWhileDownStopsCampaigning(t *testing.T) {
 	}
 	sendRetry(t, n4, channel.SendRequest{From: "a", To: "b", Body: "y", Key: "2"})
 }
+
+// A node moved off a shard by a join deletes its copy of it, and keeps
+// those it still serves; when the new node leaves, the old ones take its
+// shards back and catch up to the same state as the other replicas.
+func TestNodeDeletesShardsItLeft(t *testing.T) {
+	nodes := servertest.Cluster(t, 3, nil)
+	ctx := context.Background()
+	const convs = 40 // state on every one of the 8 shards
+	for i := range convs {
+		sendRetry(t, nodes[0], channel.SendRequest{From: "a", To: fmt.Sprint("u", i), Body: "x", Key: "1"})
+	}
+	n4 := addNode(t, nodes, "n4", "127.0.0.4")
+	all := []string{"n1", "n2", "n3", "n4"}
+	waitPlacement(t, append(slices.Clone(nodes), n4), all)
+	deleted := 0
+	testutil.Eventually(t, 30*time.Second, func() error {
+		deleted = 0
+		for _, s := range nodes {
+			for shard := range 8 {
+				placed := slices.Contains(cluster.Placement(shard, all, 3), s.Node().ID())
+				has, err := s.Node().HoldsShard(shard)
+				if err != nil {
+					return err
+				}
+				if has != placed {
+					return fmt.Errorf("%s, shard %d: holds a copy %v, placed %v", s.Node().ID(), shard, has, placed)
+				}
+				if !has {
+					deleted++
+				}
+			}
+		}
+		return nil
+	})
+	if deleted == 0 {
+		t.Fatal("no old node left a shard: the join moved nothing")
+	}
+	testutil.Eventually(t, 5*time.Second, func() error { // counted just after the deletion
+		counted := 0
+		for _, s := range nodes {
+			counted += int(s.Node().DeletedShards())
+		}
+		if counted != deleted {
+			return fmt.Errorf("the nodes count %d deleted copies, %d are gone", counted, deleted)
+		}
+		return nil
+	})
+	history := func(on *server.Server) {
+		t.Helper()
+		for i := range convs {
+			msgs, _, err := on.Service.History(ctx, "a", channel.DM("a", fmt.Sprint("u", i)), channel.HistoryQuery{})
+			if err != nil || len(msgs) != 1 {
+				t.Fatalf("conversation %d: %d messages, %v", i, len(msgs), err)
+			}
+		}
+	}
+	history(nodes[1])
+	// n4 leaves: the old nodes take back the shards they had deleted.
+	if err := n4.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitPlacement(t, nodes, []string{"n1", "n2", "n3"})
+	sendRetry(t, nodes[2], channel.SendRequest{From: "a", To: "z", Body: "y", Key: "2"})
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for shard := range 8 {
+			var first []byte
+			for _, s := range nodes {
+				d, err := s.Node().StateDigest(shard)
+				if err != nil {
+					return err
+				}
+				if first == nil {
+					first = d
+				} else if !slices.Equal(d, first) {
+					return fmt.Errorf("shard %d: %s's state differs from %s's", shard, s.Node().ID(), nodes[0].Node().ID())
+				}
+			}
+		}
+		return nil
+	})
+	for shard := range 8 {
+		for _, s := range nodes {
+			if has, err := s.Node().HoldsShard(shard); !has || err != nil {
+				t.Fatalf("%s holds no copy of shard %d (%v)", s.Node().ID(), shard, err)
+			}
+		}
+	}
+	history(nodes[0])
+}

@@ -15,7 +15,7 @@ type collector struct {
 	sessions, users, slowCloses, writeTimeouts, rateLimited, idleCloses, peerDrops *prometheus.Desc
 	leader, commit, applied, lastContact                                           *prometheus.Desc
 	diskBytes, compactions                                                         *prometheus.Desc
-	beatRPCs, beats                                                                *prometheus.Desc
+	beatRPCs, beats, shardsDeleted                                                 *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -38,12 +38,13 @@ func newCollector(s *Server) *collector {
 		compactions:   d("parley_pebble_compactions_total", "Pebble compactions run."),
 		beatRPCs:      d("parley_raft_heartbeat_rpcs_total", "RPCs that carried this node's Raft heartbeats to its peers (coalesced)."),
 		beats:         d("parley_raft_heartbeats_total", "Raft heartbeats this node sent, all shards."),
+		shardsDeleted: d("parley_shards_deleted_total", "Shards this node left whose copy it deleted."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.users, c.slowCloses, c.writeTimeouts, c.rateLimited, c.idleCloses, c.peerDrops,
-		c.leader, c.commit, c.applied, c.lastContact, c.diskBytes, c.compactions, c.beatRPCs, c.beats} {
+		c.leader, c.commit, c.applied, c.lastContact, c.diskBytes, c.compactions, c.beatRPCs, c.beats, c.shardsDeleted} {
 		ch <- d
 	}
 }
@@ -77,6 +78,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	rpcs, beats := c.s.node.HeartbeatStats()
 	counter(c.beatRPCs, float64(rpcs))
 	counter(c.beats, float64(beats))
+	counter(c.shardsDeleted, float64(c.s.node.DeletedShards()))
 	m := c.s.store.DB().Metrics()
 	gauge(c.diskBytes, float64(m.DiskSpaceUsage()))
 	counter(c.compactions, float64(m.Compact.Count))
