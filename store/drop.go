@@ -10,11 +10,12 @@ import (
 )
 
 // DropShard deletes everything the node holds of shard: its Raft log,
-// stable store and snapshot metadata, its state machine range and a received
-// snapshot file. The deletion is synced before it returns; the space comes
-// back when a compaction rewrites the files that held the keys, which
-// DropShard starts in the background. The caller must have stopped the
-// shard's Raft instance and state machine writes.
+// stable store and snapshot metadata, its state machine range and a
+// received snapshot file. The deletion is synced before it returns; the
+// space comes back when a compaction rewrites the files that held the
+// keys, which DropShard starts in the background (one shard's at a time).
+// The caller must have stopped the shard's Raft instance and state
+// machine writes.
 func (s *Store) DropShard(shard int) error {
 	rp, fp := raftPrefix(shard, 0)[:3], FSMPrefix(shard)
 	b := s.db.NewBatch()
@@ -45,6 +46,11 @@ func (s *Store) DropShard(shard int) error {
 			case <-ctx.Done():
 			}
 		}()
+		// One at a time: Pebble runs a manual compaction before any of
+		// its own, and a node that left many shards at once would keep
+		// its own (L0 to the level below) waiting behind all of them.
+		s.compactMu.Lock()
+		defer s.compactMu.Unlock()
 		for _, p := range [][]byte{rp, fp} {
 			if err := s.db.Compact(ctx, p, PrefixEnd(p), false); err != nil && ctx.Err() == nil {
 				s.log.Warn("compacting a dropped shard's keys", "shard", shard, "err", err)

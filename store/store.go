@@ -42,6 +42,8 @@ type Store struct {
 	bgMu sync.Mutex     // orders bg's Add against Close
 	stop chan struct{}  // closed by Close: background readers end
 	bg   sync.WaitGroup // background readers
+
+	compactMu sync.Mutex // one dropped shard's compaction at a time (drop.go)
 }
 
 // diskSlowThreshold is how long one disk operation (a WAL write or
