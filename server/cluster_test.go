@@ -737,7 +737,16 @@ func TestRemovedWhileDownStopsCampaigning(t *testing.T) {
 		}
 		return nil
 	})
-	// And stays so.
+	// Then it deletes its copy of them.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, shard := range stranded {
+			if has, err := n4.Node().HoldsShard(shard); has || err != nil {
+				return fmt.Errorf("n4 still holds a copy of shard %d (%v)", shard, err)
+			}
+		}
+		return nil
+	})
+	// And stays quiet.
 	for range 20 {
 		for _, shard := range stranded {
 			if st := n4.Node().Stats(false)[shard]; st.State == "Candidate" {
