@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,13 +256,7 @@ func (c *Client) Close() error {
 // run reads frames until the connection drops, then reconnects or stops.
 func (c *Client) run(ws *websocket.Conn) {
 	for {
-		err := c.readLoop(ws)
-		// A failed write closes the socket, and the read then fails with
-		// "use of closed network connection": the write's error is the
-		// cause.
-		if werr := c.writeErr(); werr != nil {
-			err = fmt.Errorf("write: %w (then read: %v)", werr, err)
-		}
+		err := lostBecause(c.readLoop(ws), c.writeErr())
 		// The socket goes too: a read that failed on this side (a frame
 		// over ReadLimit) left it open, and the server's session with it.
 		ws.CloseNow()
@@ -276,6 +271,24 @@ func (c *Client) run(ws *websocket.Conn) {
 			return
 		}
 		c.inbox.push(inboxItem{resync: true})
+	}
+}
+
+// lostBecause is why a connection was lost, from the error that ended its
+// read loop and the error of a write that failed on it, if one did. One
+// side's failure closes the socket, and the other side then fails with
+// "use of closed network connection": the cause is the other error. A
+// failed write closes it in the client's writer; coder/websocket closes
+// it on the read side when a pong cannot be written within 5 s (the
+// client's own write holds the socket, or the machine is starved).
+func lostBecause(readErr, writeErr error) error {
+	switch {
+	case writeErr == nil:
+		return readErr
+	case errors.Is(writeErr, net.ErrClosed) && !errors.Is(readErr, net.ErrClosed):
+		return fmt.Errorf("read: %w (then write: %v)", readErr, writeErr)
+	default:
+		return fmt.Errorf("write: %w (then read: %v)", writeErr, readErr)
 	}
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -111,4 +112,33 @@ func dialAlice(t *testing.T, ctx context.Context, tweak func(*config.Config)) *C
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// The error a lost connection reports leads with its cause: the side whose
+// failure closed the socket, not the one that then found it closed.
+func TestLostBecause(t *testing.T) {
+	closed := fmt.Errorf("failed to write frame: %w", net.ErrClosed)
+	pong := errors.New("failed to handle control frame opPing: failed to write control frame opPong: context deadline exceeded")
+	timeout := errors.New("write tcp: i/o timeout")
+	for _, c := range []struct {
+		read, write error
+		want        string
+		is          error
+	}{
+		{pong, nil, pong.Error(), nil},
+		{pong, closed, "read: " + pong.Error() + " (then write: " + closed.Error() + ")", nil},
+		{closed, timeout, "write: " + timeout.Error() + " (then read: " + closed.Error() + ")", timeout},
+		{closed, closed, "write: " + closed.Error() + " (then read: " + closed.Error() + ")", net.ErrClosed},
+	} {
+		err := lostBecause(c.read, c.write)
+		if err.Error() != c.want {
+			t.Errorf("read %v, write %v: got %q, want %q", c.read, c.write, err, c.want)
+		}
+		if c.is != nil && !errors.Is(err, c.is) {
+			t.Errorf("read %v, write %v: %v does not wrap %v", c.read, c.write, err, c.is)
+		}
+	}
+	if err := lostBecause(pong, closed); !errors.Is(err, pong) {
+		t.Errorf("%v does not wrap the read's error", err)
+	}
 }
