@@ -61,7 +61,7 @@ func (m *Mux) Layer(kind byte, shard int) *Layer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	id := streamID(kind, shard)
-	if l, ok := m.layers[id]; ok && !l.closed() {
+	if l, ok := m.layers[id]; ok && !closed(l.done) {
 		return l
 	}
 	l := &Layer{mux: m, header: [headerLen]byte{muxMagic, kind, byte(shard >> 8), byte(shard)},
@@ -156,15 +156,6 @@ type Layer struct {
 }
 
 var _ raft.StreamLayer = (*Layer)(nil)
-
-func (l *Layer) closed() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
-}
 
 // Accept waits for the next connection of this stream.
 func (l *Layer) Accept() (net.Conn, error) {

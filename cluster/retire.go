@@ -81,7 +81,7 @@ func (n *Node) leftLocally(g *group) bool {
 // leader says.
 func (n *Node) left(shard int, present []string) bool {
 	g := n.group(shard)
-	if g == nil || !n.leftLocally(g) || contains(Placement(shard, present, n.cfg.Replicas), n.cfg.NodeID) {
+	if !n.leftLocally(g) || contains(Placement(shard, present, n.cfg.Replicas), n.cfg.NodeID) {
 		return false
 	}
 	meta, name, ok := n.members.leaderOf(shard)
