@@ -51,9 +51,11 @@ type Config struct {
 	MaxBatch int // commands per Raft entry; 1 turns batching off
 	Inflight int // entries in flight per shard
 
-	// SnapshotThreshold and TrailingLogs are raft's; 0 keeps raft's defaults.
+	// SnapshotThreshold, TrailingLogs and SnapshotInterval are raft's; 0
+	// keeps raft's defaults (8192 entries, 10240, 120 s).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	SnapshotInterval  time.Duration
 
 	// Busy, if set, is called for every entry applied and every read: the
 	// node has work (see internal/idleprocs).
@@ -280,10 +282,12 @@ func (n *Node) raftConfig(shard int) *raft.Config {
 	c.MaxAppendEntries = 64
 	if n.cfg.SnapshotThreshold > 0 {
 		c.SnapshotThreshold = n.cfg.SnapshotThreshold
-		c.SnapshotInterval = 50 * time.Millisecond
 	}
 	if n.cfg.TrailingLogs > 0 {
 		c.TrailingLogs = n.cfg.TrailingLogs
+	}
+	if n.cfg.SnapshotInterval > 0 {
+		c.SnapshotInterval = n.cfg.SnapshotInterval
 	}
 	// The state lives in Pebble with its own applied index: nothing to load.
 	c.NoSnapshotRestoreOnStart = true

@@ -166,7 +166,7 @@ func TestBatchingPacksConcurrentProposals(t *testing.T) {
 func TestRestartReappliesNothingApplied(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig()
-	cfg.SnapshotThreshold, cfg.TrailingLogs = 64, 16
+	cfg.SnapshotThreshold, cfg.TrailingLogs, cfg.SnapshotInterval = 64, 16, 50*time.Millisecond
 	cfg.MaxBatch = 1 // one command per entry, so the log grows past the threshold
 	tn := startNode(t, dir, cfg, nil)
 	for i := range 300 {

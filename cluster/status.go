@@ -16,6 +16,7 @@ type ShardStats struct {
 	State   string         `json:"state"`
 	Leader  string         `json:"leader"`
 	Term    uint64         `json:"term"`
+	First   uint64         `json:"first_index"` // of the log here: the entries before were dropped after a snapshot
 	Last    uint64         `json:"last_index"`
 	Commit  uint64         `json:"commit_index"`
 	Applied uint64         `json:"applied_index"`
@@ -40,6 +41,7 @@ func (n *Node) Stats(withLag bool) []ShardStats {
 		// state machine, so it meets the commit index once all is applied.
 		st := ShardStats{Shard: g.shard, State: g.raft.State().String(), Leader: string(leader),
 			Term: g.raft.CurrentTerm(), Last: g.raft.LastIndex(), Commit: g.raft.CommitIndex(), Applied: g.raft.AppliedIndex()}
+		st.First, _ = n.st.RaftStore(g.shard).FirstIndex()
 		if lc := g.raft.LastContact(); !lc.IsZero() {
 			st.Contact = time.Since(lc).Milliseconds()
 		}

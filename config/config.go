@@ -111,6 +111,10 @@ type Cluster struct {
 	Replicas         int      `toml:"replicas"`
 	Grace            Duration `toml:"grace"`
 	GossipKey        string   `toml:"gossip_key"` // base64 of 16, 24 or 32 bytes
+
+	SnapshotThreshold int      `toml:"snapshot_threshold"`
+	TrailingLogs      int      `toml:"trailing_logs"`
+	SnapshotInterval  Duration `toml:"snapshot_interval"`
 }
 
 // Limits configures what clients may do.
@@ -155,7 +159,8 @@ func Default() Config {
 		Auth:            Auth{Registration: "open", TokenTTL: Duration{24 * time.Hour}, BcryptCost: 10},
 		Cluster: Cluster{Shards: 64, HeartbeatTimeout: Duration{time.Second},
 			ElectionTimeout: Duration{time.Second}, CommitTimeout: Duration{5 * time.Second},
-			MaxBatch: 512, Inflight: 4, Replicas: 3, Grace: Duration{30 * time.Second}},
+			MaxBatch: 512, Inflight: 4, Replicas: 3, Grace: Duration{30 * time.Second},
+			SnapshotThreshold: 8192, TrailingLogs: 10240, SnapshotInterval: Duration{2 * time.Minute}},
 		Limits: Limits{MaxBody: 4096, MaxFrame: 256 << 10, MaxGroup: 5000, Rate: 50, Burst: 100,
 			SessionsPerUser: 16, SendQueue: 256, HelloTimeout: Duration{10 * time.Second},
 			IdleTimeout: Duration{30 * time.Second}, WriteTimeout: Duration{10 * time.Second}},
@@ -321,6 +326,9 @@ func (c *Config) Validate() error {
 		{c.Cluster.Inflight >= 1, "cluster.inflight", c.Cluster.Inflight, "must be at least 1"},
 		{c.Cluster.Replicas >= 1 && c.Cluster.Replicas <= 7, "cluster.replicas", c.Cluster.Replicas, "must be 1-7"},
 		{c.Cluster.Grace.Duration >= 0, "cluster.grace", c.Cluster.Grace, "must not be negative"},
+		{c.Cluster.SnapshotThreshold >= 1, "cluster.snapshot_threshold", c.Cluster.SnapshotThreshold, "must be at least 1"},
+		{c.Cluster.TrailingLogs >= 1, "cluster.trailing_logs", c.Cluster.TrailingLogs, "must be at least 1"},
+		{c.Cluster.SnapshotInterval.Duration >= 5*time.Millisecond, "cluster.snapshot_interval", c.Cluster.SnapshotInterval, "must be at least 5ms"},
 		{c.Webhook.URL == "" || strings.HasPrefix(c.Webhook.URL, "http://") || strings.HasPrefix(c.Webhook.URL, "https://"), "webhook.url", strconv.Quote(c.Webhook.URL), "want an http:// or https:// URL"},
 		{c.Webhook.Timeout.Duration > 0, "webhook.timeout", c.Webhook.Timeout, "must be positive"},
 		{c.Store.CacheMB >= 8 && c.Store.CacheMB <= 1<<20, "store.cache_mb", c.Store.CacheMB, "must be 8-1048576"},

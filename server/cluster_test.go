@@ -760,20 +760,31 @@ func TestRemovedWhileDownStopsCampaigning(t *testing.T) {
 
 // A node moved off a shard by a join deletes its copy of it, and keeps
 // those it still serves; when the new node leaves, the old ones take its
-// shards back and catch up to the same state as the other replicas.
+// shards back and catch up to the same state as the other replicas, from
+// a snapshot (the leaders have dropped the start of their logs by then).
 func TestNodeDeletesShardsItLeft(t *testing.T) {
-	nodes := servertest.Cluster(t, 3, nil)
+	snapshots := func(_ int, c *config.Config) {
+		c.Cluster.SnapshotThreshold, c.Cluster.TrailingLogs = 16, 4
+		c.Cluster.SnapshotInterval = config.Duration{Duration: 50 * time.Millisecond}
+	}
+	nodes := servertest.Cluster(t, 3, snapshots)
 	ctx := context.Background()
 	const convs = 40 // state on every one of the 8 shards
 	for i := range convs {
 		sendRetry(t, nodes[0], channel.SendRequest{From: "a", To: fmt.Sprint("u", i), Body: "x", Key: "1"})
 	}
-	n4 := addNode(t, nodes, "n4", "127.0.0.4")
+	c4 := joinConfig(t, nodes, "n4", "127.0.0.4")
+	snapshots(3, &c4)
+	n4 := startNode(t, c4)
 	all := []string{"n1", "n2", "n3", "n4"}
 	waitPlacement(t, append(slices.Clone(nodes), n4), all)
-	deleted := 0
+	type copyOf struct {
+		node  *server.Server
+		shard int
+	}
+	var deleted []copyOf
 	testutil.Eventually(t, 30*time.Second, func() error {
-		deleted = 0
+		deleted = nil
 		for _, s := range nodes {
 			for shard := range 8 {
 				placed := slices.Contains(cluster.Placement(shard, all, 3), s.Node().ID())
@@ -785,13 +796,13 @@ func TestNodeDeletesShardsItLeft(t *testing.T) {
 					return fmt.Errorf("%s, shard %d: holds a copy %v, placed %v", s.Node().ID(), shard, has, placed)
 				}
 				if !has {
-					deleted++
+					deleted = append(deleted, copyOf{s, shard})
 				}
 			}
 		}
 		return nil
 	})
-	if deleted == 0 {
+	if len(deleted) == 0 {
 		t.Fatal("no old node left a shard: the join moved nothing")
 	}
 	testutil.Eventually(t, 5*time.Second, func() error { // counted just after the deletion
@@ -799,8 +810,8 @@ func TestNodeDeletesShardsItLeft(t *testing.T) {
 		for _, s := range nodes {
 			counted += int(s.Node().DeletedShards())
 		}
-		if counted != deleted {
-			return fmt.Errorf("the nodes count %d deleted copies, %d are gone", counted, deleted)
+		if counted != len(deleted) {
+			return fmt.Errorf("the nodes count %d deleted copies, %d are gone", counted, len(deleted))
 		}
 		return nil
 	})
@@ -814,6 +825,18 @@ func TestNodeDeletesShardsItLeft(t *testing.T) {
 		}
 	}
 	history(nodes[1])
+	// More entries on every shard, until every leader has taken a snapshot
+	// and dropped the start of its log.
+	withN4 := append(slices.Clone(nodes), n4)
+	for i := 0; ; i++ {
+		sendRetry(t, nodes[0], channel.SendRequest{From: "b", To: fmt.Sprint("v", i), Body: "x", Key: "1"})
+		if i%50 == 49 && logsDropped(withN4) {
+			break
+		}
+		if i > 2000 {
+			t.Fatal("the leaders keep their whole logs")
+		}
+	}
 	// n4 leaves: the old nodes take back the shards they had deleted.
 	if err := n4.Drain(ctx); err != nil {
 		t.Fatal(err)
@@ -837,12 +860,26 @@ func TestNodeDeletesShardsItLeft(t *testing.T) {
 		}
 		return nil
 	})
-	for shard := range 8 {
-		for _, s := range nodes {
-			if has, err := s.Node().HoldsShard(shard); !has || err != nil {
-				t.Fatalf("%s holds no copy of shard %d (%v)", s.Node().ID(), shard, err)
-			}
+	// A copy that came back starts after the leader's snapshot: its log
+	// does not begin at 1 (it had no entries, and took too few since to
+	// take a snapshot of its own).
+	for _, c := range deleted {
+		if first := c.node.Node().Stats(false)[c.shard].First; first <= 1 {
+			t.Errorf("%s's copy of shard %d starts at entry %d: not from a snapshot", c.node.Node().ID(), c.shard, first)
 		}
 	}
 	history(nodes[0])
+}
+
+// logsDropped tells whether every shard's leader among servers has
+// dropped the start of its log after a snapshot.
+func logsDropped(servers []*server.Server) bool {
+	for _, s := range servers {
+		for _, st := range s.Node().Stats(false) {
+			if st.State == "Leader" && st.First <= 1 {
+				return false
+			}
+		}
+	}
+	return true
 }

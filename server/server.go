@@ -143,6 +143,9 @@ func clusterConfig(cfg config.Config, nodeID string, secret []byte, httpAddr str
 	c.CommitTimeout = cfg.Cluster.CommitTimeout.Duration
 	c.MaxBatch = cfg.Cluster.MaxBatch
 	c.Inflight = cfg.Cluster.Inflight
+	c.SnapshotThreshold = uint64(cfg.Cluster.SnapshotThreshold)
+	c.TrailingLogs = uint64(cfg.Cluster.TrailingLogs)
+	c.SnapshotInterval = cfg.Cluster.SnapshotInterval.Duration
 	return c
 }
 
