@@ -86,6 +86,9 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 		{"huge timer slack", "", map[string]string{"PARLEY_PROCESS_TIMER_SLACK": "1s"}, nil, []string{"process.timer_slack", "1s", "20ms"}},
 		{"frame too small for a full group", write("[limits]\nmax_frame = 65536\n"), nil, nil, []string{"limits.max_frame", "65536", "create_group", "176024"}},
 		{"bad bool", "", map[string]string{"PARLEY_DEBUG_CONTENTION_PROFILES": "maybe"}, nil, []string{"PARLEY_DEBUG_CONTENTION_PROFILES", "maybe"}},
+		{"no snapshot threshold", write("[cluster]\nsnapshot_threshold = 0\n"), nil, nil, []string{"cluster.snapshot_threshold", "0"}},
+		{"no trailing logs", "", map[string]string{"PARLEY_CLUSTER_TRAILING_LOGS": "0"}, nil, []string{"cluster.trailing_logs", "0"}},
+		{"snapshot checks too often", "", map[string]string{"PARLEY_CLUSTER_SNAPSHOT_INTERVAL": "1ms"}, nil, []string{"cluster.snapshot_interval", "1ms", "5ms"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
