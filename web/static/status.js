@@ -36,6 +36,7 @@ async function refresh() {
       const tr = document.createElement("tr");
       cell(tr, sh.shard); cell(tr, sh.leader || "none", sh.leader ? "" : "bad"); cell(tr, (sh.voters || []).join(" "));
       cell(tr, sh.term); cell(tr, sh.commit_index); cell(tr, sh.applied_index);
+      cell(tr, sh.first_index ? sh.last_index - sh.first_index + 1 : 0);
       cell(tr, sh.follower_lag ? Object.entries(sh.follower_lag).map(([k, v]) => `${k}:${v}`).join(" ") : "");
       sb.append(tr);
     }
