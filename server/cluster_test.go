@@ -818,10 +818,15 @@ func TestNodeDeletesShardsItLeft(t *testing.T) {
 	history := func(on *server.Server) {
 		t.Helper()
 		for i := range convs {
-			msgs, _, err := on.Service.History(ctx, "a", channel.DM("a", fmt.Sprint("u", i)), channel.HistoryQuery{})
-			if err != nil || len(msgs) != 1 {
-				t.Fatalf("conversation %d: %d messages, %v", i, len(msgs), err)
-			}
+			// As a client does: unavailable (leaders still moving, a
+			// peer found silent under load) means retry.
+			testutil.Eventually(t, 15*time.Second, func() error {
+				msgs, _, err := on.Service.History(ctx, "a", channel.DM("a", fmt.Sprint("u", i)), channel.HistoryQuery{})
+				if (err != nil && !errors.Is(err, channel.ErrUnavailable)) || (err == nil && len(msgs) != 1) {
+					t.Fatalf("conversation %d: %d messages, %v", i, len(msgs), err)
+				}
+				return err
+			})
 		}
 	}
 	history(nodes[1])
