@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,17 +34,30 @@ func TestPongTimeoutIsTheError(t *testing.T) {
 			return
 		}
 		ws.Write(ctx, websocket.MessageText, []byte(`{"type":"welcome","user":"u","session":"s","node":"n"}`))
-		// Never read again. Each ping waits for a pong the server does not
-		// read, until its own timeout.
+		// Never read again, and ping every 200 ms. Each ping waits for a
+		// pong the server does not read; its write has coder/websocket's
+		// own 5 s bound (a short context would close the connection
+		// whenever a starved test machine let it expire mid-write).
+		var pings sync.WaitGroup
+		defer func() {
+			ws.CloseNow() // ends the pings still waiting
+			pings.Wait()
+		}()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			default:
+			case <-tick.C:
 			}
-			pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-			ws.Ping(pctx)
-			cancel()
+			pings.Add(1)
+			go func() {
+				defer pings.Done()
+				pctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				ws.Ping(pctx)
+			}()
 		}
 	}))
 	defer srv.Close()
