@@ -196,6 +196,20 @@ func TestChaos(t *testing.T) {
 	// Let every replica catch up, then stop the nodes and read each one's
 	// own copy from its disk.
 	caughtUpStart := time.Now()
+	// With PARLEY_CHAOS_DUMP set (above), a replica still behind after
+	// 20 s, one that has not applied what is committed or one its leader
+	// counts as lagging, has every node write its goroutines into its log
+	// (SIGQUIT) first.
+	dumpIfStuck := func(what string) {
+		if os.Getenv("PARLEY_CHAOS_DUMP") == "" || time.Since(caughtUpStart) < 20*time.Second {
+			return
+		}
+		for _, m := range nodes {
+			m.p.cmd.Process.Signal(syscall.SIGQUIT)
+		}
+		time.Sleep(time.Second)
+		t.Fatalf("dumped goroutines into %s: %s", dir, what)
+	}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		// A follower learns the commit index from its leader's next
 		// AppendEntries (at the latest CommitTimeout later): every node must
@@ -217,6 +231,7 @@ func TestChaos(t *testing.T) {
 			for _, s := range sts[i]["shards"].([]any) {
 				sh := s.(map[string]any)
 				if sh["applied_index"].(float64) < commits[sh["shard"].(float64)] {
+					dumpIfStuck(fmt.Sprintf("%s shard %v not applied", n.name, sh["shard"]))
 					return fmt.Errorf("%s shard %v not applied", n.name, sh["shard"])
 				}
 				lags, _ := sh["follower_lag"].(map[string]any) // only on the leader
@@ -229,13 +244,7 @@ func TestChaos(t *testing.T) {
 								views = append(views, fmt.Sprintf("%s: state %v term %v last %v commit %v applied %v leader %v voters %v", m.name, x["state"], x["term"], x["last_index"], x["commit_index"], x["applied_index"], x["leader"], x["voters"]))
 							}
 						}
-						if os.Getenv("PARLEY_CHAOS_DUMP") != "" && time.Since(caughtUpStart) > 20*time.Second {
-							for _, m := range nodes {
-								m.p.cmd.Process.Signal(syscall.SIGQUIT)
-							}
-							time.Sleep(time.Second)
-							t.Fatalf("dumped goroutines into %s: shard %v: %v", dir, sh["shard"], views)
-						}
+						dumpIfStuck(fmt.Sprintf("shard %v: %v", sh["shard"], views))
 						return fmt.Errorf("shard %v: %s lags %v: %v", sh["shard"], f, lag, views)
 					}
 				}
