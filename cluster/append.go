@@ -250,14 +250,12 @@ func (f *appendFuture) Start() time.Time                      { return f.start }
 func (f *appendFuture) Request() *raft.AppendEntriesRequest   { return f.args }
 func (f *appendFuture) Response() *raft.AppendEntriesResponse { return f.resp }
 
-func (t *beatTransport) appendLayer() *Layer { return t.appends }
-
 // Consumer is where raft takes its requests: from the shard's append
 // streams, and from the network transport through pump.
 func (t *beatTransport) Consumer() <-chan raft.RPC { return t.rpcs }
 
 func (t *beatTransport) dialAppend(target raft.ServerAddress) (net.Conn, error) {
-	c, err := t.appendLayer().Dial(target, t.timeout)
+	c, err := t.appends.Dial(target, t.timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +278,7 @@ func (t *beatTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serve
 
 // serveAppends accepts the shard's streams from its leaders.
 func (t *beatTransport) serveAppends() {
-	l := t.appendLayer()
+	l := t.appends
 	for {
 		c, err := l.Accept()
 		if err != nil {

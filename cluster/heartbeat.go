@@ -70,7 +70,7 @@ func newBeatTransport(n *Node, nt *raft.NetworkTransport, shard int, timeout tim
 func (t *beatTransport) Close() error {
 	t.closeOnce.Do(func() {
 		close(t.closed)
-		t.appendLayer().Close()
+		t.appends.Close()
 	})
 	return t.NetworkTransport.Close()
 }
