@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -143,11 +144,29 @@ var errBadAppend = errors.New("malformed AppendEntries")
 
 // appendPipeline is the leader's side of one shard's stream to one
 // follower; it implements raft.AppendPipeline.
+//
+// raft keeps a pipeline open while the follower answers, however long the
+// shard is idle, and learns that the stream broke only from a request that
+// fails; it then waits for the next entry or CommitTimeout (5-10 s here)
+// before it tries again, the slow way first. A follower that restarted
+// while its shards were idle would hear of their commits only after two
+// such waits. So a request that finds the stream idle for a while first
+// checks that the follower has not hung up, and dials a new stream in its
+// place if it has: nothing is in flight, so the order of requests holds.
 type appendPipeline struct {
-	conn    net.Conn
-	r       *bufio.Reader
-	timeout time.Duration
-	buf     []byte // the request being written, reused
+	dial      func() (net.Conn, error)
+	timeout   time.Duration
+	idleCheck time.Duration // appendIdleCheck; tests shorten it
+	buf       []byte        // the request being written, reused
+
+	// conn and r are swapped only while no request is in flight (pending
+	// is 0), when readAnswers waits on inflight and does not touch them;
+	// mu orders a swap against Close.
+	mu        sync.Mutex
+	conn      net.Conn
+	r         *bufio.Reader
+	pending   atomic.Int32 // requests written whose answer is not yet read
+	lastWrite time.Time
 
 	inflight chan *appendFuture // written, waiting for their answers in order
 	done     chan raft.AppendFuture
@@ -155,8 +174,13 @@ type appendPipeline struct {
 	once     sync.Once
 }
 
-func newAppendPipeline(conn net.Conn, timeout time.Duration) *appendPipeline {
-	p := &appendPipeline{conn: conn, r: bufio.NewReaderSize(conn, 4096), timeout: timeout,
+// appendIdleCheck is how long a stream is idle before a request checks
+// that the follower is still there: a peek, one syscall.
+const appendIdleCheck = 250 * time.Millisecond
+
+func newAppendPipeline(conn net.Conn, dial func() (net.Conn, error), timeout time.Duration) *appendPipeline {
+	p := &appendPipeline{conn: conn, dial: dial, r: bufio.NewReaderSize(conn, 4096), timeout: timeout,
+		idleCheck: appendIdleCheck, lastWrite: time.Now(),
 		// As the network transport: one answer being read, one written
 		// request waiting to be handed over.
 		inflight: make(chan *appendFuture, appendInflight-2),
@@ -166,14 +190,47 @@ func newAppendPipeline(conn net.Conn, timeout time.Duration) *appendPipeline {
 	return p
 }
 
+// renew replaces a stream the follower has hung up (it restarted) with a
+// new one. Only with nothing in flight.
+func (p *appendPipeline) renew() error {
+	if !peerClosed(p.conn) {
+		return nil
+	}
+	c, err := p.dial()
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stop:
+		c.Close()
+		return errAppendClosed
+	default:
+	}
+	p.conn.Close()
+	p.conn = c
+	p.r.Reset(c)
+	return nil
+}
+
 // AppendEntries writes one request; it blocks while the pipeline is full.
 func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	if size := appendEntriesSize(args); size > maxAppendFrame {
 		return nil, fmt.Errorf("AppendEntries of %d bytes is too large for the pipeline", size)
 	}
-	f := &appendFuture{start: time.Now(), args: args, resp: resp, ready: make(chan struct{})}
+	now := time.Now()
+	if p.pending.Load() == 0 && now.Sub(p.lastWrite) >= p.idleCheck {
+		if err := p.renew(); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	p.lastWrite = now
+	f := &appendFuture{start: now, args: args, resp: resp, ready: make(chan struct{})}
 	p.buf = appendFrame(p.buf[:0], func(b []byte) []byte { return appendEntriesBody(b, args) })
-	p.conn.SetWriteDeadline(time.Now().Add(p.timeout))
+	p.pending.Add(1)
+	p.conn.SetWriteDeadline(now.Add(p.timeout))
 	if _, err := p.conn.Write(p.buf); err != nil {
 		p.Close()
 		return nil, err
@@ -190,9 +247,9 @@ func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 }
 
 // readAnswers reads the answers, in the order of the requests. An answer
-// that cannot be read closes the connection: every later request fails
-// too, and raft replicates the network transport's way until it opens a
-// new pipeline.
+// that cannot be read, or that refuses, closes the pipeline: every later
+// request fails too, and raft replicates the network transport's way
+// until it opens a new pipeline.
 func (p *appendPipeline) readAnswers() {
 	for {
 		var f *appendFuture
@@ -214,10 +271,22 @@ func (p *appendPipeline) readAnswers() {
 		} else {
 			f.err = refused
 		}
+		p.pending.Add(-1) // p.conn and p.r are not touched again before the next request
 		close(f.ready)
 		select {
 		case p.done <- f:
 		case <-p.stop:
+			return
+		}
+		if f.err != nil || !f.resp.Success {
+			// raft's decoder returns on a failed answer and reads no
+			// more. Its sender picks at random between seeing that and
+			// a new entry to send, so it may send again: that request
+			// would wait for ever for this goroutine, itself waiting
+			// for the decoder, and the follower would get heartbeats
+			// and no entries (hashicorp/raft#612). Close, so the send
+			// fails and raft starts over the network transport's way.
+			p.Close()
 			return
 		}
 	}
@@ -227,8 +296,10 @@ func (p *appendPipeline) Consumer() <-chan raft.AppendFuture { return p.done }
 
 func (p *appendPipeline) Close() error {
 	p.once.Do(func() {
+		p.mu.Lock()
 		close(p.stop)
 		p.conn.Close()
+		p.mu.Unlock()
 	})
 	return nil
 }
@@ -269,11 +340,12 @@ func (t *beatTransport) dialAppend(target raft.ServerAddress) (net.Conn, error) 
 
 // AppendEntriesPipeline opens the shard's stream to a follower.
 func (t *beatTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
-	c, err := t.dialAppend(target)
+	dial := func() (net.Conn, error) { return t.dialAppend(target) }
+	c, err := dial()
 	if err != nil {
 		return nil, err
 	}
-	return newAppendPipeline(c, t.timeout), nil
+	return newAppendPipeline(c, dial, t.timeout), nil
 }
 
 // serveAppends accepts the shard's streams from its leaders.

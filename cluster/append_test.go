@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"reflect"
@@ -11,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/parleychat/parley/internal/testutil"
 )
 
 func sampleAppend() *raft.AppendEntriesRequest {
@@ -76,8 +81,8 @@ func FuzzDecodeAppendEntries(f *testing.F) {
 }
 
 // A pipeline over a real connection: requests reach raft in order, each
-// answer (or refusal) comes back to its own future, in order, and closing
-// the transport ends the stream.
+// answer (or refusal) comes back to its own future, in order, and a
+// refusal ends the pipeline.
 func TestAppendPipeline(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -122,12 +127,12 @@ func TestAppendPipeline(t *testing.T) {
 	if _, err := c.Write([]byte{appendVersion}); err != nil {
 		t.Fatal(err)
 	}
-	p := newAppendPipeline(c, 5*time.Second)
+	p := newAppendPipeline(c, func() (net.Conn, error) { return nil, errors.New("no redial here") }, 5*time.Second)
 	defer p.Close()
 	go func() {
 		for i := range requests {
 			req := &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: uint64(i)}
-			if i != 5 {
+			if i != requests-1 {
 				req.Entries = []*raft.Log{{Index: uint64(i + 1), Term: 3, Data: []byte(strings.Repeat("x", i*100))}}
 			}
 			if _, err := p.AppendEntries(req, &raft.AppendEntriesResponse{}); err != nil {
@@ -142,7 +147,7 @@ func TestAppendPipeline(t *testing.T) {
 			t.Fatalf("future %d is request %d's", i, got)
 		}
 		err := f.Error()
-		if i == 5 {
+		if i == requests-1 {
 			if err == nil || !strings.Contains(err.Error(), "no entries") {
 				t.Fatalf("refused request: error %v", err)
 			}
@@ -155,18 +160,205 @@ func TestAppendPipeline(t *testing.T) {
 			t.Fatalf("request %d: answer %+v", i, r)
 		}
 	}
+	if _, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 99}, &raft.AppendEntriesResponse{}); err == nil {
+		t.Fatal("a pipeline took a request after a refusal")
+	}
 	close(follower.closed)
 	<-served
-	// The stream is gone: the next request, or the one after, fails.
-	var failed bool
-	for range 2 {
-		f, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 99}, &raft.AppendEntriesResponse{})
-		if err != nil || f.Error() != nil {
-			failed = true
-			break
+}
+
+// raft's decoder stops reading answers at the first that is not a success,
+// and its sender may still send once or twice before it notices. Those
+// sends must fail, not wait for ever: a leader stuck there sends its
+// follower heartbeats and no entries (hashicorp/raft#612).
+func TestAppendPipelineEndsOnFailedAnswer(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() { // the follower: its log lacks every entry it is sent
+		r := bufio.NewReader(server)
+		var out []byte
+		for {
+			if _, err := readFrame(r, nil); err != nil {
+				return
+			}
+			out = appendFrame(out[:0], func(b []byte) []byte {
+				return appendBeatResponse(b, &raft.AppendEntriesResponse{Term: 3, LastLog: 10}, nil)
+			})
+			if _, err := server.Write(out); err != nil {
+				return
+			}
+		}
+	}()
+	p := newAppendPipeline(client, func() (net.Conn, error) { return nil, errors.New("no redial here") }, 5*time.Second)
+	defer p.Close()
+	sent := make(chan error)
+	go func() {
+		for i := range 10 {
+			if _, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 3, PrevLogEntry: uint64(20 + i)}, &raft.AppendEntriesResponse{}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	// The decoder: one answer, a failure, and it reads no more.
+	if f := <-p.Consumer(); f.Error() != nil || f.Response().Success {
+		t.Fatalf("first answer: %v, %+v; want an unsuccessful answer", f.Error(), f.Response())
+	}
+	select {
+	case err := <-sent:
+		if err == nil {
+			t.Fatal("ten requests went into a pipeline whose first answer failed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a request after a failed answer still waits after 10 s")
+	}
+}
+
+// answerAppends is a follower's end of one append stream that answers
+// every request with success, its last entry, and hangs up after limit
+// requests (0: never).
+func answerAppends(c net.Conn, limit int) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if _, err := r.ReadByte(); err != nil { // the version
+		return
+	}
+	var out []byte
+	for i := 1; ; i++ {
+		frame, err := readFrame(r, nil)
+		if err != nil {
+			return
+		}
+		req, err := decodeAppendEntries(frame)
+		if err != nil {
+			return
+		}
+		out = appendFrame(out[:0], func(b []byte) []byte {
+			return appendBeatResponse(b, &raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry, Success: true}, nil)
+		})
+		if _, err := c.Write(out); err != nil || i == limit {
+			return
 		}
 	}
-	if !failed {
-		t.Fatal("a closed stream still answered")
+}
+
+// A follower that restarts while its shard is idle hangs up the stream:
+// the next request goes over a new one, not into the dead one (which
+// would cost raft two CommitTimeouts before the follower heard of a
+// commit).
+func TestAppendPipelineRedialsAfterHangUp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		limit := 1 // the first stream hangs up after one answer
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go answerAppends(c, limit)
+			limit = 0
+		}
+	}()
+	dials := 0
+	dial := func() (net.Conn, error) {
+		dials++
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			_, err = c.Write([]byte{appendVersion})
+		}
+		return c, err
+	}
+	first, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newAppendPipeline(first, dial, 5*time.Second)
+	defer p.Close()
+	p.idleCheck = 0
+	send := func(prev uint64) error {
+		if _, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 3, PrevLogEntry: prev, LeaderCommitIndex: prev}, &raft.AppendEntriesResponse{}); err != nil {
+			return err
+		}
+		f := <-p.Consumer()
+		if err := f.Error(); err != nil {
+			return err
+		}
+		if r := f.Response(); !r.Success || r.LastLog != prev {
+			return fmt.Errorf("answer %+v to request %d", r, prev)
+		}
+		return nil
+	}
+	if err := send(1); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !peerClosed(first) {
+			return errors.New("the follower's hang-up has not arrived")
+		}
+		return nil
+	})
+	for prev := uint64(2); prev < 5; prev++ {
+		if err := send(prev); err != nil {
+			t.Fatalf("request %d after the follower hung up: %v", prev, err)
+		}
+	}
+	if dials != 2 {
+		t.Fatalf("%d dials, want 2: one stream, then one after the hang-up", dials)
+	}
+}
+
+// peerClosed tells an open connection from one whose far end hung up or
+// that was closed here, and reads nothing.
+func TestPeerClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	far := <-accepted
+	if peerClosed(c) {
+		t.Fatal("an open, quiet connection counts as closed")
+	}
+	far.Write([]byte("x"))
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !peerClosed(c) {
+			return errors.New("unasked-for bytes not seen")
+		}
+		return nil
+	})
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
+		t.Fatalf("the peek consumed the byte: read %q, %v", b, err)
+	}
+	if peerClosed(c) {
+		t.Fatal("a drained, open connection counts as closed")
+	}
+	far.Close()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !peerClosed(c) {
+			return errors.New("the hang-up not seen")
+		}
+		return nil
+	})
+	c.Close()
+	if !peerClosed(c) {
+		t.Fatal("a connection closed here counts as open")
 	}
 }

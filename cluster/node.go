@@ -329,9 +329,16 @@ func (n *Node) newGroup(shard int, sm StateMachine) (*group, error) {
 		return nil, err
 	}
 	const timeout = 10 * time.Second
+	// No pooled connections: what goes this way (votes, a leader's first
+	// AppendEntries to a follower and those after a failure, snapshots)
+	// is rare, and a connection pooled before a peer restarted fails its
+	// next use. raft then waits for the next entry or CommitTimeout (5-10
+	// s) to retry, the failure coming each time from the next pooled
+	// connection: an idle shard's follower heard of its commits 20 s late
+	// in TestChaos. A fresh connection costs a dial and the handshake.
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  n.mux.Layer(kindRaft, shard),
-		MaxPool: 2,
+		MaxPool: 0,
 		Timeout: timeout,
 		Logger:  newHclog(n.log.With("sys", "raft-net", "shard", shard), "raft-net", n.closing),
 	})
