@@ -61,27 +61,46 @@ func (n *Node) raftTimeouts(hurried bool) (heartbeat, election time.Duration) {
 
 // detectLoop checks the shards this node follows every quarter heartbeat
 // timeout, on the heartbeat rounds' ticks (nextTick), until the node stops.
+//
+// A tick that comes a whole period late means this node stalled (a long
+// GC pause, a frozen process or VM): its leaders look silent because it
+// was not listening, and their heartbeats wait in its sockets. Silence
+// then counts only from when it listens again. Before, a node thawed
+// after a few seconds campaigned for the shards it followed (refused:
+// their leaders were alive) and gave up the proposals it had forwarded to
+// them, whose senders had to retry (TestThawedNodeDoesNotCampaign). A
+// node whose ticks all come that late, so starved that it never listens
+// for long, is left to raft's own timers (backstopTimeouts).
 func (n *Node) detectLoop() {
 	every := n.cfg.HeartbeatTimeout / 4
-	timer := time.NewTimer(time.Until(nextTick(time.Now(), every)))
+	due := nextTick(time.Now(), every)
+	timer := time.NewTimer(time.Until(due))
 	defer timer.Stop()
+	var listening time.Time // when this node last resumed after a stall
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-timer.C:
 		}
-		timer.Reset(time.Until(nextTick(time.Now(), every)))
+		now := time.Now()
+		if now.Sub(due) > every {
+			n.log.Info("this node stalled: its leaders' silence counts from now", "late", now.Sub(due).Round(time.Millisecond))
+			listening = now
+		}
+		due = nextTick(now, every)
+		timer.Reset(time.Until(due))
 		for _, g := range n.eachGroup() {
-			n.detect(g)
+			n.detect(g, listening)
 		}
 	}
 }
 
 // detect hurries g's election if its leader has been quiet too long, and
 // undoes that once the shard is led and heard from again (a candidate
-// keeps the lowered timeouts). Only detectLoop calls it.
-func (n *Node) detect(g *group) {
+// keeps the lowered timeouts). Silence before listening, when this node
+// resumed from a stall, does not count. Only detectLoop calls it.
+func (n *Node) detect(g *group, listening time.Time) {
 	if g.raft == nil || g.raft.LastIndex() == 0 { // no log: never configured
 		return
 	}
@@ -93,6 +112,9 @@ func (n *Node) detect(g *group) {
 	last := g.raft.LastContact()
 	if last.Before(g.seen) {
 		last = g.seen
+	}
+	if last.Before(listening) {
+		last = listening
 	}
 	quiet := time.Since(last)
 	switch state := g.raft.State(); {
