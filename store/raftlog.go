@@ -14,6 +14,7 @@ import (
 // is a synced write; Pebble's WAL shares one fsync among concurrent commits.
 type RaftStore struct {
 	db     *pebble.DB
+	s      *Store
 	logPfx []byte // 'r' shard 'l'
 	stPfx  []byte // 'r' shard 's'
 }
@@ -25,7 +26,7 @@ var (
 
 // RaftStore returns the log and stable store of one shard.
 func (s *Store) RaftStore(shard int) *RaftStore {
-	return &RaftStore{db: s.db, logPfx: raftPrefix(shard, 'l'), stPfx: raftPrefix(shard, 's')}
+	return &RaftStore{db: s.db, s: s, logPfx: raftPrefix(shard, 'l'), stPfx: raftPrefix(shard, 's')}
 }
 
 func (r *RaftStore) logKey(index uint64) []byte {
@@ -39,6 +40,11 @@ func (r *RaftStore) FirstIndex() (uint64, error) { return r.edge(true) }
 func (r *RaftStore) LastIndex() (uint64, error) { return r.edge(false) }
 
 func (r *RaftStore) edge(first bool) (uint64, error) {
+	r.s.useMu.RLock()
+	defer r.s.useMu.RUnlock()
+	if r.s.closed {
+		return 0, ErrClosed
+	}
 	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: r.logPfx, UpperBound: PrefixEnd(r.logPfx)})
 	if err != nil {
 		return 0, err
@@ -58,6 +64,11 @@ func (r *RaftStore) edge(first bool) (uint64, error) {
 
 // GetLog reads one entry; raft.ErrLogNotFound if it is not there.
 func (r *RaftStore) GetLog(index uint64, out *raft.Log) error {
+	r.s.useMu.RLock()
+	defer r.s.useMu.RUnlock()
+	if r.s.closed {
+		return ErrClosed
+	}
 	v, closer, err := r.db.Get(r.logKey(index))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return raft.ErrLogNotFound

@@ -44,7 +44,18 @@ type Store struct {
 	bg   sync.WaitGroup // background readers
 
 	compactMu sync.Mutex // one dropped shard's compaction at a time (drop.go)
+
+	// raft reads a shard's log from a goroutine of its own that outlives
+	// the shard's Shutdown by up to one of its 10 s ticks (its leader's
+	// log-age gauge), and Pebble panics on a closed database. Those reads
+	// (RaftStore's GetLog, FirstIndex and LastIndex) hold useMu, and
+	// fail with ErrClosed once Close has set closed.
+	useMu  sync.RWMutex
+	closed bool
 }
+
+// ErrClosed is a raft log read after the store was closed.
+var ErrClosed = errors.New("store closed")
 
 // diskSlowThreshold is how long one disk operation (a WAL write or
 // fsync, say) may take before the node logs that the disk is slow.
@@ -172,6 +183,9 @@ func (s *Store) Close() error {
 	}
 	s.bgMu.Unlock()
 	s.bg.Wait()
+	s.useMu.Lock()
+	s.closed = true
+	s.useMu.Unlock()
 	err := s.db.Close()
 	s.checker.Close()
 	return err

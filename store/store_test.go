@@ -283,6 +283,31 @@ func TestCloseWaitsForBackground(t *testing.T) {
 	s.Background(func(<-chan struct{}) { t.Error("ran after Close") })
 }
 
+// raft reads a shard's log from a goroutine that may outlive the shard's
+// Shutdown (its leader's log-age gauge, every 10 s): such a read after the
+// store closed gets an error, not Pebble's panic. A node once exited with
+// status 2 on SIGTERM that way.
+func TestRaftLogReadsAfterClose(t *testing.T) {
+	s := open(t, t.TempDir())
+	rs := s.RaftStore(3)
+	if err := rs.StoreLogs([]*raft.Log{entry(1), entry(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var l raft.Log
+	if err := rs.GetLog(1, &l); !errors.Is(err, ErrClosed) {
+		t.Errorf("GetLog after Close: %v, want ErrClosed", err)
+	}
+	if _, err := rs.FirstIndex(); !errors.Is(err, ErrClosed) {
+		t.Errorf("FirstIndex after Close: %v, want ErrClosed", err)
+	}
+	if _, err := rs.LastIndex(); !errors.Is(err, ErrClosed) {
+		t.Errorf("LastIndex after Close: %v, want ErrClosed", err)
+	}
+}
+
 // The compaction scheduler has no timer: a compaction that waits is granted
 // when the running one is done. L0 must still come back under its
 // threshold once flushes pile files up past it, and every key stays
