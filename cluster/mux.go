@@ -114,7 +114,11 @@ func (m *Mux) route(c net.Conn) {
 	c.SetReadDeadline(time.Time{})
 	if m.key != nil {
 		if err := acceptHandshake(c, m.key, hdr[:], time.Now().Add(headerTimeout)); err != nil {
-			m.log.Warn("refused a peer connection that did not prove the cluster secret", "remote", c.RemoteAddr())
+			if errors.Is(err, errPeerAuth) || errors.Is(err, errPeerHungUp) {
+				m.log.Warn("refused a peer connection", "remote", c.RemoteAddr(), "err", err)
+			} else {
+				m.log.Info("a peer connection's handshake did not finish", "remote", c.RemoteAddr(), "err", err)
+			}
 			c.Close()
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -23,7 +24,17 @@ import (
 const nonceLen = 16
 
 // errPeerAuth is returned when the other side does not prove the secret.
+// A handshake cut short (the peer closed, or did not answer in time: it
+// stalled, or was frozen) is an I/O error instead, so that a log of a
+// thawed node does not read like a wrong secret.
 var errPeerAuth = errors.New("peer did not prove the cluster secret")
+
+// errPeerHungUp is the listener's side of a dialer that refused its proof:
+// the dialer hangs up after the challenge without a word, as one holding
+// another secret does (or one that died just then).
+var errPeerHungUp = errors.New("peer hung up after the challenge: does it hold the same cluster secret?")
+
+func handshakeIO(err error) error { return fmt.Errorf("peer handshake cut short: %w", err) }
 
 // PeerKey derives the peer authentication key from the cluster secret.
 func PeerKey(secret []byte) []byte {
@@ -52,7 +63,7 @@ func dialHandshake(c net.Conn, key, header []byte, deadline time.Time) error {
 	}
 	buf := make([]byte, nonceLen+sha256.Size)
 	if _, err := io.ReadFull(c, buf); err != nil {
-		return errPeerAuth
+		return handshakeIO(err)
 	}
 	ns, mac := buf[:nonceLen], buf[nonceLen:]
 	if !hmac.Equal(mac, peerMAC(key, 'S', header, nd, ns)) {
@@ -68,7 +79,7 @@ func acceptHandshake(c net.Conn, key, header []byte, deadline time.Time) error {
 	defer c.SetDeadline(time.Time{})
 	nd := make([]byte, nonceLen)
 	if _, err := io.ReadFull(c, nd); err != nil {
-		return errPeerAuth
+		return handshakeIO(err)
 	}
 	ns := make([]byte, nonceLen)
 	rand.Read(ns)
@@ -76,7 +87,12 @@ func acceptHandshake(c net.Conn, key, header []byte, deadline time.Time) error {
 		return err
 	}
 	mac := make([]byte, sha256.Size)
-	if _, err := io.ReadFull(c, mac); err != nil || !hmac.Equal(mac, peerMAC(key, 'D', header, ns, nd)) {
+	if _, err := io.ReadFull(c, mac); errors.Is(err, io.EOF) {
+		return errPeerHungUp
+	} else if err != nil {
+		return handshakeIO(err)
+	}
+	if !hmac.Equal(mac, peerMAC(key, 'D', header, ns, nd)) {
 		return errPeerAuth
 	}
 	return nil
