@@ -64,8 +64,9 @@ func (n *Node) raftTimeouts(hurried bool) (heartbeat, election time.Duration) {
 //
 // A tick that comes a whole period late means this node stalled (a long
 // GC pause, a frozen process or VM): its leaders look silent because it
-// was not listening, and their heartbeats wait in its sockets. Silence
-// then counts only from when it listens again. Before, a node thawed
+// was not listening, and their heartbeats wait in its sockets or in
+// raft's backoff. Silence then counts only from a lease after it listens
+// again (detect). Before, a node thawed
 // after a few seconds campaigned for the shards it followed (refused:
 // their leaders were alive) and gave up the proposals it had forwarded to
 // them, whose senders had to retry (TestThawedNodeDoesNotCampaign). A
@@ -113,8 +114,12 @@ func (n *Node) detect(g *group, listening time.Time) {
 	if last.Before(g.seen) {
 		last = g.seen
 	}
-	if last.Before(listening) {
-		last = listening
+	// After a stall, a leader's heartbeats may also wait out raft's
+	// backoff from the rounds that failed meanwhile (up to half raft's
+	// heartbeat timeout, the lease): silence counts a lease after this
+	// node listens again.
+	if !listening.IsZero() && last.Before(listening.Add(n.lease())) {
+		last = listening.Add(n.lease())
 	}
 	quiet := time.Since(last)
 	switch state := g.raft.State(); {
