@@ -66,12 +66,12 @@ func (n *Node) raftTimeouts(hurried bool) (heartbeat, election time.Duration) {
 // GC pause, a frozen process or VM): its leaders look silent because it
 // was not listening, and their heartbeats wait in its sockets or in
 // raft's backoff. Silence then counts only from a lease after it listens
-// again (detect). Before, a node thawed
-// after a few seconds campaigned for the shards it followed (refused:
-// their leaders were alive) and gave up the proposals it had forwarded to
-// them, whose senders had to retry (TestThawedNodeDoesNotCampaign). A
-// node whose ticks all come that late, so starved that it never listens
-// for long, is left to raft's own timers (backstopTimeouts).
+// again (detect). Before, a node thawed after a few seconds campaigned
+// for the shards it followed (refused: their leaders were alive) and gave
+// up the proposals it had forwarded to them, whose senders had to retry
+// (TestThawedNodeDoesNotCampaign). A node whose ticks all come that late,
+// so starved that it never listens for long, is left to raft's own
+// timers (backstopTimeouts).
 func (n *Node) detectLoop() {
 	every := n.cfg.HeartbeatTimeout / 4
 	due := nextTick(time.Now(), every)
@@ -86,7 +86,7 @@ func (n *Node) detectLoop() {
 		}
 		now := time.Now()
 		if now.Sub(due) > every {
-			n.log.Info("this node stalled: its leaders' silence counts from now", "late", now.Sub(due).Round(time.Millisecond))
+			n.log.Info("this node stalled: its leaders' silence counts a lease from now", "late", now.Sub(due).Round(time.Millisecond))
 			listening = now
 		}
 		due = nextTick(now, every)
@@ -99,8 +99,8 @@ func (n *Node) detectLoop() {
 
 // detect hurries g's election if its leader has been quiet too long, and
 // undoes that once the shard is led and heard from again (a candidate
-// keeps the lowered timeouts). Silence before listening, when this node
-// resumed from a stall, does not count. Only detectLoop calls it.
+// keeps the lowered timeouts). Silence until a lease after listening, when
+// this node resumed from a stall, does not count. Only detectLoop calls it.
 func (n *Node) detect(g *group, listening time.Time) {
 	if g.raft == nil || g.raft.LastIndex() == 0 { // no log: never configured
 		return

@@ -13,7 +13,6 @@ import (
 // RaftStore is one shard's raft.LogStore and raft.StableStore. Every log append
 // is a synced write; Pebble's WAL shares one fsync among concurrent commits.
 type RaftStore struct {
-	db     *pebble.DB
 	s      *Store
 	logPfx []byte // 'r' shard 'l'
 	stPfx  []byte // 'r' shard 's'
@@ -26,7 +25,7 @@ var (
 
 // RaftStore returns the log and stable store of one shard.
 func (s *Store) RaftStore(shard int) *RaftStore {
-	return &RaftStore{db: s.db, s: s, logPfx: raftPrefix(shard, 'l'), stPfx: raftPrefix(shard, 's')}
+	return &RaftStore{s: s, logPfx: raftPrefix(shard, 'l'), stPfx: raftPrefix(shard, 's')}
 }
 
 func (r *RaftStore) logKey(index uint64) []byte {
@@ -45,7 +44,7 @@ func (r *RaftStore) edge(first bool) (uint64, error) {
 	if r.s.closed {
 		return 0, ErrClosed
 	}
-	it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: r.logPfx, UpperBound: PrefixEnd(r.logPfx)})
+	it, err := r.s.db.NewIter(&pebble.IterOptions{LowerBound: r.logPfx, UpperBound: PrefixEnd(r.logPfx)})
 	if err != nil {
 		return 0, err
 	}
@@ -69,7 +68,7 @@ func (r *RaftStore) GetLog(index uint64, out *raft.Log) error {
 	if r.s.closed {
 		return ErrClosed
 	}
-	v, closer, err := r.db.Get(r.logKey(index))
+	v, closer, err := r.s.db.Get(r.logKey(index))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return raft.ErrLogNotFound
 	}
@@ -85,7 +84,7 @@ func (r *RaftStore) StoreLog(l *raft.Log) error { return r.StoreLogs([]*raft.Log
 
 // StoreLogs appends entries in one synced batch.
 func (r *RaftStore) StoreLogs(logs []*raft.Log) error {
-	b := r.db.NewBatch()
+	b := r.s.db.NewBatch()
 	defer b.Close()
 	var buf []byte
 	for _, l := range logs {
@@ -99,17 +98,17 @@ func (r *RaftStore) StoreLogs(logs []*raft.Log) error {
 
 // DeleteRange removes entries min..max inclusive (log compaction).
 func (r *RaftStore) DeleteRange(min, max uint64) error {
-	return r.db.DeleteRange(r.logKey(min), r.logKey(max+1), pebble.Sync)
+	return r.s.db.DeleteRange(r.logKey(min), r.logKey(max+1), pebble.Sync)
 }
 
 // Set stores a stable value, synced.
 func (r *RaftStore) Set(key, val []byte) error {
-	return r.db.Set(append(append([]byte(nil), r.stPfx...), key...), val, pebble.Sync)
+	return r.s.db.Set(append(append([]byte(nil), r.stPfx...), key...), val, pebble.Sync)
 }
 
 // Get reads a stable value; the error for a missing key reads exactly "not found".
 func (r *RaftStore) Get(key []byte) ([]byte, error) {
-	v, closer, err := r.db.Get(append(append([]byte(nil), r.stPfx...), key...))
+	v, closer, err := r.s.db.Get(append(append([]byte(nil), r.stPfx...), key...))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	}
