@@ -83,6 +83,12 @@ func startChaosCluster(t *testing.T, bin, dir string, env ...string) []*chaosNod
 		nodes = append(nodes, &chaosNode{name: fmt.Sprintf("n%d", i+1), data: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			http: testutil.FreeAddr(t, host), gossip: testutil.FreeAddr(t, host), peer: testutil.FreeAddr(t, host), env: env})
 	}
+	// SIGKILL, frozen ones too, whatever the test left running.
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.stop(syscall.SIGKILL)
+		}
+	})
 	for _, n := range nodes {
 		n.join = []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}
 		n.start(t, bin)
@@ -165,11 +171,6 @@ func TestChaos(t *testing.T) {
 		dir = d
 	}
 	nodes := startChaosCluster(t, bin, dir)
-	defer func() {
-		for _, n := range nodes {
-			n.stop(syscall.SIGKILL)
-		}
-	}()
 	for _, n := range nodes {
 		waitReady(t, n)
 	}

@@ -14,11 +14,6 @@ import (
 func TestDrainWithPeersFrozen(t *testing.T) {
 	bin := buildBinary(t)
 	nodes := startChaosCluster(t, bin, t.TempDir())
-	defer func() {
-		for _, n := range nodes {
-			n.stop(syscall.SIGKILL) // frozen ones too
-		}
-	}()
 	for _, n := range nodes {
 		waitReady(t, n)
 	}

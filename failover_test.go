@@ -75,11 +75,6 @@ type failover struct {
 func startFailover(t *testing.T) *failover {
 	bin := buildBinary(t)
 	f := &failover{nodes: startChaosCluster(t, bin, t.TempDir(), "PARLEY_CLUSTER_HEARTBEAT_TIMEOUT=1s", "PARLEY_CLUSTER_ELECTION_TIMEOUT=1s")}
-	t.Cleanup(func() {
-		for _, n := range f.nodes {
-			n.stop(syscall.SIGKILL)
-		}
-	})
 	testutil.Eventually(t, 60*time.Second, func() error {
 		before, err := shardLeaders(f.nodes[0])
 		if err != nil {

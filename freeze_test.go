@@ -16,11 +16,6 @@ import (
 func TestThawedNodeDoesNotCampaign(t *testing.T) {
 	bin := buildBinary(t)
 	nodes := startChaosCluster(t, bin, t.TempDir())
-	defer func() {
-		for _, n := range nodes {
-			n.stop(syscall.SIGKILL)
-		}
-	}()
 	for _, n := range nodes {
 		waitReady(t, n)
 	}
