@@ -38,6 +38,16 @@ import (
 // half as often. Those wake-ups were most of an idle node's: resending a
 // heartbeat is what a retransmit does, and each answer the leader gets is
 // from the latest round.
+//
+// After each answer raft's heartbeat goroutine waits a tenth to a fifth of
+// raft's own timeout (300-600 ms by default) on a timer of its own, and
+// with 64 shards those forty-odd timers per node fired at random instants,
+// each a wake-up of an idle process. So a round that answers a shard's
+// heartbeats also nudges the shard's raft (nudgeLoop): VerifyLeader wakes
+// its heartbeat goroutines, which call again at once, on the round's
+// wake-up, and their timers never fire. Nothing waits for the check; it
+// completes with the answers of a later round. A nudge that comes late (a
+// busy node) leaves raft to its own timer, as before.
 
 // beatTransport is a shard's raft transport: the network transport, with
 // heartbeats sent through the node's coalescer.
@@ -106,18 +116,34 @@ type beats struct {
 	peers    map[string]*beatPeer
 
 	rpcs, sent atomic.Uint64 // exchanges with peers, and the heartbeats they carried
+
+	nudges chan int       // shards whose heartbeat goroutines to wake (nudgeLoop)
+	nudged []atomic.Int64 // per shard: when it was last sent to nudges (UnixNano)
+
+	// Calls of raft's heartbeat goroutines, and those that came within half
+	// a round of the answer to their previous one (nudged, not timed).
+	calls, prompt atomic.Uint64
 }
 
-// HeartbeatStats counts the RPCs that carried this node's heartbeats to its
-// peers, and the heartbeats they carried.
-func (n *Node) HeartbeatStats() (rpcs, heartbeats uint64) {
-	return n.beats.rpcs.Load(), n.beats.sent.Load()
+// HeartbeatStats counts this node's heartbeats to its peers.
+type HeartbeatStats struct {
+	RPCs       uint64 // the exchanges that carried them
+	Heartbeats uint64 // heartbeats sent, a held one once per round
+	Calls      uint64 // raft's heartbeat calls
+	Nudged     uint64 // calls that came on the round that answered the call before
+}
+
+// HeartbeatStats counts this node's heartbeats to its peers.
+func (n *Node) HeartbeatStats() HeartbeatStats {
+	b := n.beats
+	return HeartbeatStats{RPCs: b.rpcs.Load(), Heartbeats: b.sent.Load(), Calls: b.calls.Load(), Nudged: b.prompt.Load()}
 }
 
 type beatPeer struct {
-	mu      sync.Mutex
-	waiting []*beatWait   // sent in every round until answered
-	kick    chan struct{} // buffered 1: a waiter arrived (urgent or first)
+	mu       sync.Mutex
+	waiting  []*beatWait       // sent in every round until answered
+	kick     chan struct{}     // buffered 1: a waiter arrived (urgent or first)
+	answered map[int]time.Time // per shard: when its last heartbeat was answered
 
 	// The peer's heartbeat stream (kind 'b'), used by its run loop only:
 	// one round at a time, a frame of heartbeats and a frame of answers.
@@ -143,7 +169,7 @@ func newBeats(n *Node, shards int, heartbeat time.Duration) *beats {
 	// timeouts, and the leader sees each follower answer within 1.1, well
 	// inside its lease (1.5). A hung peer holds its own queue only.
 	return &beats{n: n, interval: heartbeat / 4, hold: heartbeat / 4, timeout: max(2*heartbeat, 500*time.Millisecond),
-		urgent: make([]atomic.Int32, shards), peers: map[string]*beatPeer{}}
+		urgent: make([]atomic.Int32, shards), peers: map[string]*beatPeer{}, nudges: make(chan int, 4*shards), nudged: make([]atomic.Int64, shards)}
 }
 
 // verifying marks shard as confirming its leadership until the returned
@@ -169,13 +195,17 @@ func (b *beats) send(addr string, shard int, req *raft.AppendEntriesRequest, res
 	b.mu.Lock()
 	p := b.peers[addr]
 	if p == nil {
-		p = &beatPeer{kick: make(chan struct{}, 1)}
+		p = &beatPeer{kick: make(chan struct{}, 1), answered: map[int]time.Time{}}
 		b.peers[addr] = p
 		b.n.goRun(func() { b.run(addr, p) })
 	}
 	b.mu.Unlock()
 	w := &beatWait{shard: shard, req: req, resp: resp, since: time.Now(), done: make(chan error, 1)}
+	b.calls.Add(1)
 	p.mu.Lock()
+	if w.since.Sub(p.answered[shard]) < b.interval/2 {
+		b.prompt.Add(1)
+	}
 	p.waiting = append(p.waiting, w)
 	first := len(p.waiting) == 1
 	p.mu.Unlock()
@@ -300,14 +330,53 @@ func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
 	if len(answered) == 0 {
 		return
 	}
+	for w, err := range answered {
+		if err == nil && w.resp.Success {
+			b.nudge(w.shard, now)
+		}
+	}
 	p.mu.Lock()
 	p.waiting = slices.DeleteFunc(p.waiting, func(w *beatWait) bool {
 		_, ok := answered[w]
 		return ok
 	})
+	for w := range answered {
+		p.answered[w.shard] = now
+	}
 	p.mu.Unlock()
 	for w, err := range answered {
 		w.done <- err
+	}
+}
+
+// nudge queues shard for nudgeLoop, once a round: the heartbeats to every
+// peer answered in the round then call again. A full queue drops it
+// (raft's own timer remains).
+func (b *beats) nudge(shard int, now time.Time) {
+	last := b.nudged[shard].Load()
+	if now.UnixNano()-last < int64(b.interval/2) || !b.nudged[shard].CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	select {
+	case b.nudges <- shard:
+	default:
+	}
+}
+
+// nudgeLoop has the raft of each shard on b.nudges check its leadership,
+// which wakes its heartbeat goroutines at once, until the node stops.
+// VerifyLeader only queues the check, but waits if raft's main loop is
+// behind by 64 of them: this goroutine waits, not the rounds.
+func (b *beats) nudgeLoop() {
+	for {
+		select {
+		case shard := <-b.nudges:
+			if g := b.n.group(shard); g != nil && g.raft != nil {
+				g.raft.VerifyLeader()
+			}
+		case <-b.n.stop:
+			return
+		}
 	}
 }
 

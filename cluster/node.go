@@ -194,6 +194,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.rpc = newRPCClient(n.mux.Layer(kindRPC, 0))
 	n.beats = newBeats(n, cfg.Shards, cfg.HeartbeatTimeout)
+	n.goRun(n.beats.nudgeLoop)
 	if err := n.start(newSM); err != nil {
 		n.Close()
 		return nil, err

@@ -15,7 +15,7 @@ type collector struct {
 	sessions, users, slowCloses, writeTimeouts, rateLimited, idleCloses, peerDrops *prometheus.Desc
 	leader, commit, applied, lastContact                                           *prometheus.Desc
 	diskBytes, compactions                                                         *prometheus.Desc
-	beatRPCs, beats, shardsDeleted                                                 *prometheus.Desc
+	beatRPCs, beats, beatCalls, beatsNudged, shardsDeleted                         *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -38,13 +38,15 @@ func newCollector(s *Server) *collector {
 		compactions:   d("parley_pebble_compactions_total", "Pebble compactions run."),
 		beatRPCs:      d("parley_raft_heartbeat_rpcs_total", "RPCs that carried this node's Raft heartbeats to its peers (coalesced)."),
 		beats:         d("parley_raft_heartbeats_total", "Raft heartbeats this node sent, all shards."),
+		beatCalls:     d("parley_raft_heartbeat_calls_total", "Heartbeat calls of this node's Raft leaders."),
+		beatsNudged:   d("parley_raft_heartbeat_calls_nudged_total", "Heartbeat calls that came on the round that answered the one before (not on Raft's timer)."),
 		shardsDeleted: d("parley_shards_deleted_total", "Shards this node left whose copy it deleted."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessions, c.users, c.slowCloses, c.writeTimeouts, c.rateLimited, c.idleCloses, c.peerDrops,
-		c.leader, c.commit, c.applied, c.lastContact, c.diskBytes, c.compactions, c.beatRPCs, c.beats, c.shardsDeleted} {
+		c.leader, c.commit, c.applied, c.lastContact, c.diskBytes, c.compactions, c.beatRPCs, c.beats, c.beatCalls, c.beatsNudged, c.shardsDeleted} {
 		ch <- d
 	}
 }
@@ -75,9 +77,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.applied, float64(sh.Applied), shard)
 		gauge(c.lastContact, float64(sh.Contact)/1000, shard)
 	}
-	rpcs, beats := c.s.node.HeartbeatStats()
-	counter(c.beatRPCs, float64(rpcs))
-	counter(c.beats, float64(beats))
+	hb := c.s.node.HeartbeatStats()
+	counter(c.beatRPCs, float64(hb.RPCs))
+	counter(c.beats, float64(hb.Heartbeats))
+	counter(c.beatCalls, float64(hb.Calls))
+	counter(c.beatsNudged, float64(hb.Nudged))
 	counter(c.shardsDeleted, float64(c.s.node.DeletedShards()))
 	m := c.s.store.DB().Metrics()
 	gauge(c.diskBytes, float64(m.DiskSpaceUsage()))
