@@ -214,8 +214,9 @@ func TestChaos(t *testing.T) {
 	// own copy from its disk. Every acknowledged message is at or below
 	// its shard's commit index now. Later entries (the new leader's first
 	// entry when the leaders are rebalanced after the last round, which
-	// goes on for some seconds) are not waited for: a follower learns of
-	// a commit only from its leader's next AppendEntries, on an idle shard
+	// goes on for some seconds) are not waited for: a follower that a new
+	// leader could not reach at first (one that was frozen or cut off)
+	// gets its entries only with the leader's next entry, on an idle shard
 	// up to CommitTimeout (5-10 s) later, and each hand-over starts that
 	// wait again.
 	committed := map[float64]float64{}
@@ -246,8 +247,9 @@ func TestChaos(t *testing.T) {
 	}
 	testutil.Eventually(t, 30*time.Second, func() error {
 		// A follower learns the commit index from its leader's next
-		// AppendEntries (at the latest CommitTimeout later): every node must
-		// have applied what was committed when the load ended.
+		// AppendEntries, or on its leader's tick once the shard is idle
+		// (cluster/append.go): every node must have applied what was
+		// committed when the load ended.
 		sts := make([]map[string]any, len(nodes))
 		for i, n := range nodes {
 			st, err := status(n.http)

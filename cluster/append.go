@@ -153,20 +153,36 @@ var errBadAppend = errors.New("malformed AppendEntries")
 // such waits. So a request that finds the stream idle for a while first
 // checks that the follower has not hung up, and dials a new stream in its
 // place if it has: nothing is in flight, so the order of requests holds.
+//
+// raft tells a follower of commits only in its next request: when a shard
+// goes quiet, its followers would hear of the last commits at CommitTimeout.
+// So once the stream has been idle for a while, the node's tick has it send
+// the follower a request of its own with no entries (flushCommit): the
+// last term and log position the follower accepted, and the commits up to
+// that position. It is what raft's next request would say; raft never
+// sees it or its answer.
 type appendPipeline struct {
 	dial      func() (net.Conn, error)
 	timeout   time.Duration
 	idleCheck time.Duration // appendIdleCheck; tests shorten it
-	buf       []byte        // the request being written, reused
+	epoch     func() uint64 // counts the follower's comebacks (beats.epoch); nil: none
+
+	// writeMu orders the writers: raft's requests and flushCommit's.
+	writeMu    sync.Mutex
+	buf        []byte    // the request being written, reused
+	lastWrite  time.Time // of the last request
+	sentCommit uint64    // the highest commit index sent on this stream
+	sentEpoch  uint64    // epoch() when it was sent
+	accepted   atomic.Pointer[acceptedAppend]
+	onClose    func() // the transport forgets the pipeline
 
 	// conn and r are swapped only while no request is in flight (pending
 	// is 0), when readAnswers waits on inflight and does not touch them;
 	// mu orders a swap against Close.
-	mu        sync.Mutex
-	conn      net.Conn
-	r         *bufio.Reader
-	pending   atomic.Int32 // requests written whose answer is not yet read
-	lastWrite time.Time
+	mu      sync.Mutex
+	conn    net.Conn
+	r       *bufio.Reader
+	pending atomic.Int32 // requests written whose answer is not yet read
 
 	inflight chan *appendFuture // written, waiting for their answers in order
 	done     chan raft.AppendFuture
@@ -174,13 +190,23 @@ type appendPipeline struct {
 	once     sync.Once
 }
 
+// acceptedAppend is where the last request the follower accepted left its
+// log: equal to the leader's up to index match, of term matchTerm.
+type acceptedAppend struct {
+	header           raft.RPCHeader
+	term             uint64
+	match, matchTerm uint64
+	commit           uint64 // the request's
+}
+
 // appendIdleCheck is how long a stream is idle before a request checks
-// that the follower is still there: a peek, one syscall.
+// that the follower is still there (a peek, one syscall), and before
+// flushCommit sends commits.
 const appendIdleCheck = 250 * time.Millisecond
 
 func newAppendPipeline(conn net.Conn, dial func() (net.Conn, error), timeout time.Duration) *appendPipeline {
 	p := &appendPipeline{conn: conn, dial: dial, r: bufio.NewReaderSize(conn, 4096), timeout: timeout,
-		idleCheck: appendIdleCheck, lastWrite: time.Now(),
+		idleCheck: appendIdleCheck, lastWrite: time.Now(), onClose: func() {},
 		// As the network transport: one answer being read, one written
 		// request waiting to be handed over.
 		inflight: make(chan *appendFuture, appendInflight-2),
@@ -211,6 +237,7 @@ func (p *appendPipeline) renew() error {
 	p.conn.Close()
 	p.conn = c
 	p.r.Reset(c)
+	p.sentCommit = 0 // a restarted follower knows of no commit
 	return nil
 }
 
@@ -219,30 +246,69 @@ func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 	if size := appendEntriesSize(args); size > maxAppendFrame {
 		return nil, fmt.Errorf("AppendEntries of %d bytes is too large for the pipeline", size)
 	}
-	now := time.Now()
+	p.writeMu.Lock()
+	defer p.writeMu.Unlock()
+	f := &appendFuture{start: time.Now(), args: args, resp: resp, ready: make(chan struct{})}
+	if err := p.send(f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// flushCommit sends the follower the commits up to commit that it has not
+// heard of, if the stream has been idle for a while (raft's next request
+// would carry them) and the follower accepted a request on it. It never
+// waits for raft's requests: a busy stream is left alone.
+func (p *appendPipeline) flushCommit(commit uint64) {
+	if p.pending.Load() != 0 || !p.writeMu.TryLock() {
+		return
+	}
+	defer p.writeMu.Unlock()
+	a := p.accepted.Load()
+	if a == nil || p.pending.Load() != 0 || time.Since(p.lastWrite) < p.idleCheck {
+		return
+	}
+	if p.epoch != nil && p.epoch() != p.sentEpoch {
+		// The follower came back since (restarted, or was cut off): it may
+		// have forgotten the commits it heard of.
+		p.sentCommit, p.sentEpoch = 0, p.epoch()
+	}
+	if commit = min(commit, a.match); commit <= p.sentCommit {
+		return
+	}
+	req := &raft.AppendEntriesRequest{RPCHeader: a.header, Term: a.term,
+		PrevLogEntry: a.match, PrevLogTerm: a.matchTerm, LeaderCommitIndex: commit}
+	p.send(&appendFuture{start: time.Now(), args: req, resp: &raft.AppendEntriesResponse{}, own: true, ready: make(chan struct{})})
+}
+
+// send writes f's request and hands f to readAnswers. writeMu is held.
+func (p *appendPipeline) send(f *appendFuture) error {
+	now, args := f.start, f.args
 	if p.pending.Load() == 0 && now.Sub(p.lastWrite) >= p.idleCheck {
 		if err := p.renew(); err != nil {
-			p.Close()
-			return nil, err
+			if !f.own { // a flush tries again on the next tick
+				p.Close()
+			}
+			return err
 		}
 	}
 	p.lastWrite = now
-	f := &appendFuture{start: now, args: args, resp: resp, ready: make(chan struct{})}
+	p.sentCommit = max(p.sentCommit, args.LeaderCommitIndex)
 	p.buf = appendFrame(p.buf[:0], func(b []byte) []byte { return appendEntriesBody(b, args) })
 	p.pending.Add(1)
 	p.conn.SetWriteDeadline(now.Add(p.timeout))
 	if _, err := p.conn.Write(p.buf); err != nil {
 		p.Close()
-		return nil, err
+		return err
 	}
 	if cap(p.buf) > 1<<20 {
 		p.buf = nil // keep no large buffer for an idle shard
 	}
 	select {
 	case p.inflight <- f:
-		return f, nil
+		return nil
 	case <-p.stop:
-		return nil, errAppendClosed
+		return errAppendClosed
 	}
 }
 
@@ -273,6 +339,22 @@ func (p *appendPipeline) readAnswers() {
 		}
 		p.pending.Add(-1) // p.conn and p.r are not touched again before the next request
 		close(f.ready)
+		if f.err == nil && f.resp.Success {
+			p.accepted.Store(acceptedBy(f.args))
+		}
+		if f.own {
+			if f.err != nil {
+				p.Close()
+				return
+			}
+			if !f.resp.Success {
+				// The follower moved on to a new term (raft hears of it
+				// from the heartbeats), or no longer holds that entry:
+				// flush nothing until raft's next request is accepted.
+				p.accepted.Store(nil)
+			}
+			continue
+		}
 		select {
 		case p.done <- f:
 		case <-p.stop:
@@ -300,8 +382,19 @@ func (p *appendPipeline) Close() error {
 		close(p.stop)
 		p.conn.Close()
 		p.mu.Unlock()
+		p.onClose()
 	})
 	return nil
+}
+
+// acceptedBy is where a request the follower accepted left its log.
+func acceptedBy(r *raft.AppendEntriesRequest) *acceptedAppend {
+	a := &acceptedAppend{header: r.RPCHeader, term: r.Term, match: r.PrevLogEntry, matchTerm: r.PrevLogTerm,
+		commit: r.LeaderCommitIndex}
+	if n := len(r.Entries); n > 0 {
+		a.match, a.matchTerm = r.Entries[n-1].Index, r.Entries[n-1].Term
+	}
+	return a
 }
 
 // appendFuture is one pipelined request; it implements raft.AppendFuture.
@@ -309,6 +402,7 @@ type appendFuture struct {
 	start time.Time
 	args  *raft.AppendEntriesRequest
 	resp  *raft.AppendEntriesResponse
+	own   bool // flushCommit's: raft does not see it
 	err   error
 	ready chan struct{}
 }
@@ -345,7 +439,38 @@ func (t *beatTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serve
 	if err != nil {
 		return nil, err
 	}
-	return newAppendPipeline(c, dial, t.timeout), nil
+	p := newAppendPipeline(c, dial, t.timeout)
+	p.epoch = func() uint64 { return t.beats.epoch(string(target)) }
+	t.pipesMu.Lock()
+	// raft opens a pipeline after a request the follower accepted, sent
+	// the network transport's way: the pipeline starts from there.
+	if a := t.accepted[target]; a != nil {
+		p.accepted.Store(a)
+		p.sentCommit = a.commit
+	}
+	t.pipes[p] = struct{}{}
+	t.pipesMu.Unlock()
+	p.onClose = func() {
+		t.pipesMu.Lock()
+		delete(t.pipes, p)
+		t.pipesMu.Unlock()
+	}
+	return p, nil
+}
+
+// flushCommits has each of the shard's idle pipelines tell its follower of
+// the commits up to commit (flushCommit). The shard's leader calls it on
+// each tick (flushLoop).
+func (t *beatTransport) flushCommits(commit uint64) {
+	t.pipesMu.Lock()
+	pipes := make([]*appendPipeline, 0, len(t.pipes))
+	for p := range t.pipes {
+		pipes = append(pipes, p)
+	}
+	t.pipesMu.Unlock()
+	for _, p := range pipes {
+		p.flushCommit(commit)
+	}
 }
 
 // serveAppends accepts the shard's streams from its leaders.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -360,5 +361,103 @@ func TestPeerClosed(t *testing.T) {
 	c.Close()
 	if !peerClosed(c) {
 		t.Fatal("a connection closed here counts as open")
+	}
+}
+
+// Once a follower's stream is idle, the leader's tick tells it of commits
+// that raft would send only with its next request: a request of the
+// pipeline's own, after the last the follower accepted, that raft never
+// sees. Only commits up to what the follower holds, each once.
+func TestAppendPipelineFlushesCommit(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	reqs := make(chan *raft.AppendEntriesRequest, 10)
+	go func() { // the follower: accepts everything, and reports it
+		r := bufio.NewReader(server)
+		var out []byte
+		for {
+			frame, err := readFrame(r, nil)
+			if err != nil {
+				return
+			}
+			req, err := decodeAppendEntries(frame)
+			if err != nil {
+				return
+			}
+			reqs <- req
+			out = appendFrame(out[:0], func(b []byte) []byte {
+				return appendBeatResponse(b, &raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
+			})
+			if _, err := server.Write(out); err != nil {
+				return
+			}
+		}
+	}()
+	p := newAppendPipeline(client, func() (net.Conn, error) { return nil, errors.New("no redial here") }, 5*time.Second)
+	defer p.Close()
+	p.flushCommit(5) // nothing accepted yet: nothing to go on
+	header := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("n1"), Addr: []byte("127.0.0.1:7947")}
+	req := &raft.AppendEntriesRequest{RPCHeader: header, Term: 4, PrevLogEntry: 9, PrevLogTerm: 3, LeaderCommitIndex: 9,
+		Entries: []*raft.Log{{Index: 10, Term: 4, Data: []byte("a")}, {Index: 11, Term: 4, Data: []byte("b")}}}
+	if _, err := p.AppendEntries(req, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if f := <-p.Consumer(); f.Error() != nil || !f.Response().Success {
+		t.Fatalf("raft's request: %v %+v", f.Error(), f.Response())
+	}
+	<-reqs
+	var epoch atomic.Uint64 // the follower's comebacks
+	p.epoch = epoch.Load
+	p.flushCommit(11) // not idle yet
+	p.idleCheck = 0
+	p.flushCommit(9) // sent already, with raft's request
+	// One request: the commits up to 11, the follower's last entry.
+	want := &raft.AppendEntriesRequest{RPCHeader: header, Term: 4, PrevLogEntry: 11, PrevLogTerm: 4, LeaderCommitIndex: 11}
+	flushed := func(commit uint64) *raft.AppendEntriesRequest {
+		t.Helper()
+		p.flushCommit(commit)
+		testutil.Eventually(t, 10*time.Second, func() error {
+			if n := p.pending.Load(); n != 0 {
+				return fmt.Errorf("%d requests unanswered", n)
+			}
+			return nil
+		})
+		select {
+		case got := <-reqs:
+			return got
+		default:
+			return nil
+		}
+	}
+	if got := flushed(11); !reflect.DeepEqual(got, want) {
+		t.Fatalf("flushed\n%+v\nwant\n%+v", got, want)
+	}
+	for _, commit := range []uint64{11, 12} { // sent; beyond the follower's log
+		if got := flushed(commit); got != nil {
+			t.Fatalf("flushed commit %d again: %+v", commit, got)
+		}
+	}
+	// A follower that came back (restarted) may know of no commit.
+	epoch.Add(1)
+	if got := flushed(11); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a comeback, flushed\n%+v\nwant\n%+v", got, want)
+	}
+	// raft's next request follows on the same stream, and is raft's only
+	// answer: the flushed one was the pipeline's own.
+	next := &raft.AppendEntriesRequest{RPCHeader: header, Term: 4, PrevLogEntry: 11, PrevLogTerm: 4, LeaderCommitIndex: 11,
+		Entries: []*raft.Log{{Index: 12, Term: 4, Data: []byte("c")}}}
+	if _, err := p.AppendEntries(next, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if f := <-p.Consumer(); f.Request() != next || f.Error() != nil {
+		t.Fatalf("raft got the answer to %+v (%v), want its own request's", f.Request(), f.Error())
+	}
+	if got := <-reqs; got.PrevLogEntry != 11 || len(got.Entries) != 1 {
+		t.Fatalf("the follower got %+v", got)
+	}
+	select {
+	case got := <-reqs:
+		t.Fatalf("a second flush: %+v", got)
+	default:
 	}
 }

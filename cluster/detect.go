@@ -94,6 +94,10 @@ func (n *Node) detectLoop() {
 		for _, g := range n.eachGroup() {
 			n.detect(g, listening)
 		}
+		select {
+		case n.flush <- struct{}{}:
+		default: // the last flush is still going
+		}
 	}
 }
 
@@ -152,6 +156,25 @@ func (n *Node) detect(g *group, listening time.Time) {
 	n.log.Warn("the shard's leader is silent: campaigning", "shard", g.shard, "quiet", quiet.Round(time.Millisecond))
 	if leaderAddr != "" {
 		n.peerSilent(string(leaderAddr))
+	}
+}
+
+// flushLoop, on each tick of detectLoop, has the shards this node leads
+// tell their idle followers of the commits they have not heard of
+// (append.go), until the node stops. A flush may dial a follower that came
+// back: apart, so that it never holds up the detect loop.
+func (n *Node) flushLoop() {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.flush:
+		}
+		for _, g := range n.eachGroup() {
+			if g.raft != nil && g.raft.State() == raft.Leader {
+				g.trans.flushCommits(g.raft.CommitIndex())
+			}
+		}
 	}
 }
 

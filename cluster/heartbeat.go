@@ -59,6 +59,9 @@ type beatTransport struct {
 
 	// The shard's AppendEntries pipelines (append.go).
 	appends   *Layer // the shard's append streams
+	pipesMu   sync.Mutex
+	pipes     map[*appendPipeline]struct{}           // open, to flush commits to
+	accepted  map[raft.ServerAddress]*acceptedAppend // per follower: the last request sent the network transport's way that it accepted
 	timeout   time.Duration
 	log       *slog.Logger
 	rpcs      chan raft.RPC // what raft consumes
@@ -70,7 +73,8 @@ type beatTransport struct {
 func newBeatTransport(n *Node, nt *raft.NetworkTransport, shard int, timeout time.Duration) *beatTransport {
 	t := &beatTransport{NetworkTransport: nt, beats: n.beats, shard: shard, timeout: timeout,
 		log: n.log.With("shard", shard), rpcs: make(chan raft.RPC), closed: make(chan struct{}), spawn: n.goRun,
-		appends: n.mux.Layer(kindAppend, shard)}
+		appends: n.mux.Layer(kindAppend, shard), pipes: map[*appendPipeline]struct{}{},
+		accepted: map[raft.ServerAddress]*acceptedAppend{}}
 	t.spawn(t.pump)
 	t.spawn(t.serveAppends)
 	return t
@@ -95,7 +99,13 @@ func isHeartbeat(a *raft.AppendEntriesRequest) bool {
 
 func (t *beatTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if !isHeartbeat(args) {
-		return t.NetworkTransport.AppendEntries(id, target, args, resp)
+		err := t.NetworkTransport.AppendEntries(id, target, args, resp)
+		if err == nil && resp.Success {
+			t.pipesMu.Lock()
+			t.accepted[target] = acceptedBy(args)
+			t.pipesMu.Unlock()
+		}
+		return err
 	}
 	return t.beats.send(string(target), t.shard, args, resp)
 }
@@ -150,6 +160,11 @@ type beatPeer struct {
 	conn       net.Conn
 	rd         *bufio.Reader
 	wbuf, rbuf []byte
+
+	// The peer's comebacks: a round that works after one that failed
+	// (it restarted, or was cut off) adds one.
+	broken bool // the last round failed; run's only
+	epoch  atomic.Uint64
 }
 
 type beatWait struct {
@@ -306,6 +321,10 @@ func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
 		return body
 	})
 	out, err := b.roundTrip(addr, p)
+	if err == nil && p.broken {
+		p.epoch.Add(1)
+	}
+	p.broken = err != nil
 	b.rpcs.Add(1)
 	b.sent.Add(uint64(len(batch)))
 	now := time.Now()
@@ -347,6 +366,18 @@ func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
 	for w, err := range answered {
 		w.done <- err
 	}
+}
+
+// epoch counts the comebacks of the peer at addr: a round to it that
+// worked after one that failed.
+func (b *beats) epoch(addr string) uint64 {
+	b.mu.Lock()
+	p := b.peers[addr]
+	b.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	return p.epoch.Load()
 }
 
 // nudge queues shard for nudgeLoop, once a round: the heartbeats to every

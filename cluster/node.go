@@ -106,6 +106,7 @@ type Node struct {
 
 	formed   atomic.Bool           // the cluster has bootstrapped (or this node joined one)
 	poke     chan struct{}         // wakes the bootstrap and placement loops
+	flush    chan struct{}         // buffered 1: a tick for flushLoop
 	states   chan raft.Observation // buffered 1: some shard's raft changed state
 	draining atomic.Bool
 
@@ -188,7 +189,7 @@ func Start(cfg Config, st *store.Store, log *slog.Logger, newSM func(shard int) 
 		key = PeerKey(cfg.PeerSecret)
 	}
 	n := &Node{cfg: cfg, log: log, st: st, mux: NewMux(ln, key, log.With("sys", "mux")),
-		stop: make(chan struct{}), poke: make(chan struct{}, 1), states: make(chan raft.Observation, 1), handlers: map[string]MessageHandler{},
+		stop: make(chan struct{}), poke: make(chan struct{}, 1), flush: make(chan struct{}, 1), states: make(chan raft.Observation, 1), handlers: map[string]MessageHandler{},
 		links: map[linkKey]*fwdLink{}, posts: map[string]*postLink{}}
 	n.groups = make([]atomic.Pointer[group], cfg.Shards)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -234,6 +235,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 	n.goRun(n.placementLoop)
 	n.goRun(n.leadsLoop)
 	n.goRun(n.detectLoop)
+	n.goRun(n.flushLoop)
 	n.goRun(n.retireLoop)
 	return nil
 }

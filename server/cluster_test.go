@@ -601,6 +601,71 @@ func TestHeartbeatCallsNudged(t *testing.T) {
 	t.Logf("%d of %d heartbeat calls nudged", nudged, calls)
 }
 
+// raft tells followers of commits only with its next request, or after
+// CommitTimeout when the shard goes quiet. The leader's tick tells them
+// instead: here CommitTimeout is an hour, and every follower still applies
+// everything its leader committed, a restarted one too (which remembers
+// no commit).
+func TestFollowersApplyCommitsOfAQuietShard(t *testing.T) {
+	cfgs := make([]config.Config, 3)
+	nodes := servertest.Cluster(t, 3, func(i int, c *config.Config) {
+		c.Cluster.HeartbeatTimeout = config.Duration{Duration: 200 * time.Millisecond}
+		c.Cluster.CommitTimeout = config.Duration{Duration: time.Hour}
+		cfgs[i] = *c
+	})
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, s := range nodes[0].Node().Stats(false) {
+			if len(s.Voters) != 3 || s.Leader == "" {
+				return fmt.Errorf("shard %d: voters %v leader %q", s.Shard, s.Voters, s.Leader)
+			}
+		}
+		return nil
+	})
+	ctx := context.Background()
+	for i := range 20 {
+		n := nodes[i%3]
+		if _, err := n.Service.Send(ctx, channel.SendRequest{From: "alice", To: fmt.Sprint("user", i), Body: "hi", Key: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// applied checks the shards whose leader and term are in leaders (all
+	// if nil), and returns every shard's.
+	applied := func(leaders map[int]string) (map[int]string, error) {
+		commit, now := map[int]uint64{}, map[int]string{}
+		for _, n := range nodes {
+			for _, s := range n.Node().Stats(false) {
+				if s.State == "Leader" {
+					commit[s.Shard], now[s.Shard] = s.Commit, fmt.Sprint(s.Leader, "/", s.Term)
+				}
+			}
+		}
+		for i, n := range nodes {
+			for _, s := range n.Node().Stats(false) {
+				if leaders != nil && leaders[s.Shard] != now[s.Shard] {
+					continue
+				}
+				if c, ok := commit[s.Shard]; !ok || s.Applied < c {
+					return nil, fmt.Errorf("n%d shard %d (%s): applied %d of its leader's %d", i+1, s.Shard, s.State, s.Applied, c)
+				}
+			}
+		}
+		return now, nil
+	}
+	var leaders map[int]string
+	testutil.Eventually(t, 10*time.Second, func() (err error) {
+		leaders, err = applied(nil)
+		return err
+	})
+	// n3 restarts. Where it led, the shard has a new leader, whose raft
+	// sends n3 nothing before its next entry (or CommitTimeout): those
+	// shards are left out.
+	nodes[2] = restartLast(t, nodes, cfgs[2])
+	testutil.Eventually(t, 20*time.Second, func() error {
+		_, err := applied(leaders)
+		return err
+	})
+}
+
 // Typing asks the shard's leader for the members without a linearized read;
 // through any node, the answer is the group's members, and a non-member is
 // refused as in a linearized read.
