@@ -175,6 +175,7 @@ type appendPipeline struct {
 	sentEpoch  uint64    // epoch() when it was sent
 	accepted   atomic.Pointer[acceptedAppend]
 	onClose    func() // the transport forgets the pipeline
+	onFail     func() // a request failed or was refused: raft's replication stalls
 
 	// conn and r are swapped only while no request is in flight (pending
 	// is 0), when readAnswers waits on inflight and does not touch them;
@@ -206,7 +207,7 @@ const appendIdleCheck = 250 * time.Millisecond
 
 func newAppendPipeline(conn net.Conn, dial func() (net.Conn, error), timeout time.Duration) *appendPipeline {
 	p := &appendPipeline{conn: conn, dial: dial, r: bufio.NewReaderSize(conn, 4096), timeout: timeout,
-		idleCheck: appendIdleCheck, lastWrite: time.Now(), onClose: func() {},
+		idleCheck: appendIdleCheck, lastWrite: time.Now(), onClose: func() {}, onFail: func() {},
 		// As the network transport: one answer being read, one written
 		// request waiting to be handed over.
 		inflight: make(chan *appendFuture, appendInflight-2),
@@ -287,7 +288,7 @@ func (p *appendPipeline) send(f *appendFuture) error {
 	if p.pending.Load() == 0 && now.Sub(p.lastWrite) >= p.idleCheck {
 		if err := p.renew(); err != nil {
 			if !f.own { // a flush tries again on the next tick
-				p.Close()
+				p.fail()
 			}
 			return err
 		}
@@ -298,7 +299,7 @@ func (p *appendPipeline) send(f *appendFuture) error {
 	p.pending.Add(1)
 	p.conn.SetWriteDeadline(now.Add(p.timeout))
 	if _, err := p.conn.Write(p.buf); err != nil {
-		p.Close()
+		p.fail()
 		return err
 	}
 	if cap(p.buf) > 1<<20 {
@@ -344,7 +345,7 @@ func (p *appendPipeline) readAnswers() {
 		}
 		if f.own {
 			if f.err != nil {
-				p.Close()
+				p.fail()
 				return
 			}
 			if !f.resp.Success {
@@ -368,13 +369,19 @@ func (p *appendPipeline) readAnswers() {
 			// for the decoder, and the follower would get heartbeats
 			// and no entries (hashicorp/raft#612). Close, so the send
 			// fails and raft starts over the network transport's way.
-			p.Close()
+			p.fail()
 			return
 		}
 	}
 }
 
 func (p *appendPipeline) Consumer() <-chan raft.AppendFuture { return p.done }
+
+// fail closes the pipeline after a request failed or was refused.
+func (p *appendPipeline) fail() {
+	p.onFail()
+	p.Close()
+}
 
 func (p *appendPipeline) Close() error {
 	p.once.Do(func() {
@@ -455,13 +462,19 @@ func (t *beatTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serve
 		delete(t.pipes, p)
 		t.pipesMu.Unlock()
 	}
+	p.onFail = func() {
+		t.pipesMu.Lock()
+		t.stalled[target] = time.Now()
+		t.pipesMu.Unlock()
+	}
 	return p, nil
 }
 
 // flushCommits has each of the shard's idle pipelines tell its follower of
 // the commits up to commit (flushCommit). The shard's leader calls it on
-// each tick (flushLoop).
-func (t *beatTransport) flushCommits(commit uint64) {
+// each tick (flushLoop). It reports whether raft's replication to a
+// follower that answers again should be restarted (restartStalled).
+func (t *beatTransport) flushCommits(commit uint64) (restart bool) {
 	t.pipesMu.Lock()
 	pipes := make([]*appendPipeline, 0, len(t.pipes))
 	for p := range t.pipes {
@@ -471,6 +484,29 @@ func (t *beatTransport) flushCommits(commit uint64) {
 	for _, p := range pipes {
 		p.flushCommit(commit)
 	}
+	return t.restartStalled()
+}
+
+// restartStalled reports whether raft's replication to some follower
+// stalled and the follower has answered heartbeats since: a failed
+// request leaves raft waiting for the shard's next entry or CommitTimeout
+// before it tries again, so a follower that was down when a new leader
+// took over, or while entries were committed, would get them only then.
+// At most once per heartbeat timeout.
+func (t *beatTransport) restartStalled() bool {
+	t.pipesMu.Lock()
+	defer t.pipesMu.Unlock()
+	if time.Since(t.restarted) < 4*t.beats.interval { // the heartbeat timeout
+		return false
+	}
+	for target, since := range t.stalled {
+		if t.beats.answeredAt(string(target)).After(since) {
+			delete(t.stalled, target)
+			t.restarted = time.Now()
+			return true
+		}
+	}
+	return false
 }
 
 // serveAppends accepts the shard's streams from its leaders.

@@ -171,8 +171,13 @@ func (n *Node) flushLoop() {
 		case <-n.flush:
 		}
 		for _, g := range n.eachGroup() {
-			if g.raft != nil && g.raft.State() == raft.Leader {
-				g.trans.flushCommits(g.raft.CommitIndex())
+			if g.raft == nil || g.raft.State() != raft.Leader {
+				continue
+			}
+			if g.trans.flushCommits(g.raft.CommitIndex()) {
+				// A barrier is an entry: raft replicates it to every
+				// follower, the stalled one too. Not waited for.
+				g.raft.Barrier(n.cfg.HeartbeatTimeout)
 			}
 		}
 	}

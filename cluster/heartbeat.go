@@ -62,6 +62,8 @@ type beatTransport struct {
 	pipesMu   sync.Mutex
 	pipes     map[*appendPipeline]struct{}           // open, to flush commits to
 	accepted  map[raft.ServerAddress]*acceptedAppend // per follower: the last request sent the network transport's way that it accepted
+	stalled   map[raft.ServerAddress]time.Time       // per follower: since when raft's replication to it waits (append.go)
+	restarted time.Time                              // the last time flushCommits restarted it
 	timeout   time.Duration
 	log       *slog.Logger
 	rpcs      chan raft.RPC // what raft consumes
@@ -74,7 +76,7 @@ func newBeatTransport(n *Node, nt *raft.NetworkTransport, shard int, timeout tim
 	t := &beatTransport{NetworkTransport: nt, beats: n.beats, shard: shard, timeout: timeout,
 		log: n.log.With("shard", shard), rpcs: make(chan raft.RPC), closed: make(chan struct{}), spawn: n.goRun,
 		appends: n.mux.Layer(kindAppend, shard), pipes: map[*appendPipeline]struct{}{},
-		accepted: map[raft.ServerAddress]*acceptedAppend{}}
+		accepted: map[raft.ServerAddress]*acceptedAppend{}, stalled: map[raft.ServerAddress]time.Time{}}
 	t.spawn(t.pump)
 	t.spawn(t.serveAppends)
 	return t
@@ -100,11 +102,15 @@ func isHeartbeat(a *raft.AppendEntriesRequest) bool {
 func (t *beatTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if !isHeartbeat(args) {
 		err := t.NetworkTransport.AppendEntries(id, target, args, resp)
-		if err == nil && resp.Success {
-			t.pipesMu.Lock()
+		t.pipesMu.Lock()
+		switch {
+		case err != nil:
+			t.stalled[target] = time.Now()
+		case resp.Success:
 			t.accepted[target] = acceptedBy(args)
-			t.pipesMu.Unlock()
+			delete(t.stalled, target)
 		}
+		t.pipesMu.Unlock()
 		return err
 	}
 	return t.beats.send(string(target), t.shard, args, resp)
@@ -165,6 +171,7 @@ type beatPeer struct {
 	// (it restarted, or was cut off) adds one.
 	broken bool // the last round failed; run's only
 	epoch  atomic.Uint64
+	lastOK atomic.Int64 // when the last round that worked was sent (UnixNano)
 }
 
 type beatWait struct {
@@ -320,9 +327,13 @@ func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
 		}
 		return body
 	})
+	sent := time.Now()
 	out, err := b.roundTrip(addr, p)
 	if err == nil && p.broken {
 		p.epoch.Add(1)
+	}
+	if err == nil {
+		p.lastOK.Store(sent.UnixNano())
 	}
 	p.broken = err != nil
 	b.rpcs.Add(1)
@@ -378,6 +389,18 @@ func (b *beats) epoch(addr string) uint64 {
 		return 0
 	}
 	return p.epoch.Load()
+}
+
+// answeredAt is when the last round to the peer at addr that it answered
+// was sent; zero if none.
+func (b *beats) answeredAt(addr string) time.Time {
+	b.mu.Lock()
+	p := b.peers[addr]
+	b.mu.Unlock()
+	if p == nil || p.lastOK.Load() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, p.lastOK.Load())
 }
 
 // nudge queues shard for nudgeLoop, once a round: the heartbeats to every
