@@ -338,11 +338,11 @@ func (p *appendPipeline) readAnswers() {
 		} else {
 			f.err = refused
 		}
+		if f.err == nil && f.resp.Success {
+			p.accepted.Store(acceptedBy(f.args)) // before a flush can see the stream idle
+		}
 		p.pending.Add(-1) // p.conn and p.r are not touched again before the next request
 		close(f.ready)
-		if f.err == nil && f.resp.Success {
-			p.accepted.Store(acceptedBy(f.args))
-		}
 		if f.own {
 			if f.err != nil {
 				p.fail()
