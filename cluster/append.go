@@ -260,26 +260,34 @@ func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 // heard of, if the stream has been idle for a while (raft's next request
 // would carry them) and the follower accepted a request on it. It never
 // waits for raft's requests: a busy stream is left alone.
-func (p *appendPipeline) flushCommit(commit uint64) {
+//
+// It reports whether the idle follower lacks entries up to last, the
+// leader's last index. raft's pipeline sends at most MaxAppendEntries
+// entries each time it is woken (a new entry, or CommitTimeout), so a
+// follower that fell further behind under load stays behind once the load
+// stops: in TestChaos one got 64 more entries each 5-10 s.
+func (p *appendPipeline) flushCommit(commit, last uint64) (behind bool) {
 	if p.pending.Load() != 0 || !p.writeMu.TryLock() {
-		return
+		return false
 	}
 	defer p.writeMu.Unlock()
 	a := p.accepted.Load()
 	if a == nil || p.pending.Load() != 0 || time.Since(p.lastWrite) < p.idleCheck {
-		return
+		return false
 	}
+	behind = a.match < last
 	if p.epoch != nil && p.epoch() != p.sentEpoch {
 		// The follower came back since (restarted, or was cut off): it may
 		// have forgotten the commits it heard of.
 		p.sentCommit, p.sentEpoch = 0, p.epoch()
 	}
 	if commit = min(commit, a.match); commit <= p.sentCommit {
-		return
+		return behind
 	}
 	req := &raft.AppendEntriesRequest{RPCHeader: a.header, Term: a.term,
 		PrevLogEntry: a.match, PrevLogTerm: a.matchTerm, LeaderCommitIndex: commit}
 	p.send(&appendFuture{start: time.Now(), args: req, resp: &raft.AppendEntriesResponse{}, own: true, ready: make(chan struct{})})
+	return behind
 }
 
 // send writes f's request and hands f to readAnswers. writeMu is held.
@@ -472,19 +480,21 @@ func (t *beatTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serve
 
 // flushCommits has each of the shard's idle pipelines tell its follower of
 // the commits up to commit (flushCommit). The shard's leader calls it on
-// each tick (flushLoop). It reports whether raft's replication to a
-// follower that answers again should be restarted (restartStalled).
-func (t *beatTransport) flushCommits(commit uint64) (restart bool) {
+// each tick (flushLoop), with its last index. It reports whether raft's
+// replication should be woken: an idle follower lacks entries, or one that
+// a request failed to reach answers again (restartStalled).
+func (t *beatTransport) flushCommits(commit, last uint64) (restart bool) {
 	t.pipesMu.Lock()
 	pipes := make([]*appendPipeline, 0, len(t.pipes))
 	for p := range t.pipes {
 		pipes = append(pipes, p)
 	}
 	t.pipesMu.Unlock()
+	behind := false
 	for _, p := range pipes {
-		p.flushCommit(commit)
+		behind = p.flushCommit(commit, last) || behind
 	}
-	return t.restartStalled()
+	return t.restartStalled() || behind
 }
 
 // restartStalled reports whether raft's replication to some follower

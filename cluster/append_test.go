@@ -395,7 +395,7 @@ func TestAppendPipelineFlushesCommit(t *testing.T) {
 	}()
 	p := newAppendPipeline(client, func() (net.Conn, error) { return nil, errors.New("no redial here") }, 5*time.Second)
 	defer p.Close()
-	p.flushCommit(5) // nothing accepted yet: nothing to go on
+	p.flushCommit(5, 11) // nothing accepted yet: nothing to go on
 	header := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("n1"), Addr: []byte("127.0.0.1:7947")}
 	req := &raft.AppendEntriesRequest{RPCHeader: header, Term: 4, PrevLogEntry: 9, PrevLogTerm: 3, LeaderCommitIndex: 9,
 		Entries: []*raft.Log{{Index: 10, Term: 4, Data: []byte("a")}, {Index: 11, Term: 4, Data: []byte("b")}}}
@@ -408,14 +408,18 @@ func TestAppendPipelineFlushesCommit(t *testing.T) {
 	<-reqs
 	var epoch atomic.Uint64 // the follower's comebacks
 	p.epoch = epoch.Load
-	p.flushCommit(11) // not idle yet
+	p.flushCommit(11, 11) // not idle yet
 	p.idleCheck = 0
-	p.flushCommit(9) // sent already, with raft's request
+	if p.flushCommit(9, 11) { // sent already, with raft's request
+		t.Fatal("a follower that holds the leader's last entry counted as behind")
+	}
 	// One request: the commits up to 11, the follower's last entry.
 	want := &raft.AppendEntriesRequest{RPCHeader: header, Term: 4, PrevLogEntry: 11, PrevLogTerm: 4, LeaderCommitIndex: 11}
 	flushed := func(commit uint64) *raft.AppendEntriesRequest {
 		t.Helper()
-		p.flushCommit(commit)
+		if p.flushCommit(commit, 11) {
+			t.Fatal("a follower that holds the leader's last entry counted as behind")
+		}
 		testutil.Eventually(t, 10*time.Second, func() error {
 			if n := p.pending.Load(); n != 0 {
 				return fmt.Errorf("%d requests unanswered", n)
@@ -436,6 +440,11 @@ func TestAppendPipelineFlushesCommit(t *testing.T) {
 		if got := flushed(commit); got != nil {
 			t.Fatalf("flushed commit %d again: %+v", commit, got)
 		}
+	}
+	// With the leader further on, the idle follower lacks entries: raft's
+	// pipeline has to be woken.
+	if !p.flushCommit(11, 12) {
+		t.Fatal("a follower without the leader's last entry did not count as behind")
 	}
 	// A follower that came back (restarted) may know of no commit.
 	epoch.Add(1)

@@ -174,9 +174,10 @@ func (n *Node) flushLoop() {
 			if g.raft == nil || g.raft.State() != raft.Leader {
 				continue
 			}
-			if g.trans.flushCommits(g.raft.CommitIndex()) {
+			if g.trans.flushCommits(g.raft.CommitIndex(), g.raft.LastIndex()) {
 				// A barrier is an entry: raft replicates it to every
-				// follower, the stalled one too. Not waited for.
+				// follower, with what the lagging one lacks. Not waited
+				// for.
 				g.raft.Barrier(n.cfg.HeartbeatTimeout)
 			}
 		}
