@@ -245,7 +245,13 @@ func TestChaos(t *testing.T) {
 		time.Sleep(time.Second)
 		t.Fatalf("dumped goroutines into %s: %s", dir, what)
 	}
-	testutil.Eventually(t, 30*time.Second, func() error {
+	var behind error // the last replica found behind
+	testutil.Eventually(t, 30*time.Second, func() (err error) {
+		defer func() {
+			if err != nil {
+				behind = err
+			}
+		}()
 		// A follower learns the commit index from its leader's next
 		// AppendEntries, or on its leader's tick once the shard is idle
 		// (cluster/append.go): every node must have applied what was
@@ -285,6 +291,9 @@ func TestChaos(t *testing.T) {
 		return nil
 	})
 	t.Logf("every replica applied what was committed %v after the load ended", time.Since(caughtUpStart).Round(100*time.Millisecond))
+	if behind != nil && time.Since(caughtUpStart) > 2*time.Second {
+		t.Logf("the last one behind: %v", behind)
+	}
 	for _, n := range nodes {
 		// SIGTERM drains: the process must end by itself, with status 0.
 		if err := n.stop(syscall.SIGTERM); err != nil {
