@@ -218,8 +218,8 @@ func TestAppendPipelineEndsOnFailedAnswer(t *testing.T) {
 
 // answerAppends is a follower's end of one append stream that answers
 // every request with success, its last entry, and hangs up after limit
-// requests (0: never).
-func answerAppends(c net.Conn, limit int) {
+// requests (0: never). It passes each request on to seen, if not nil.
+func answerAppends(c net.Conn, limit int, seen chan<- *raft.AppendEntriesRequest) {
 	defer c.Close()
 	r := bufio.NewReader(c)
 	if _, err := r.ReadByte(); err != nil { // the version
@@ -234,6 +234,9 @@ func answerAppends(c net.Conn, limit int) {
 		req, err := decodeAppendEntries(frame)
 		if err != nil {
 			return
+		}
+		if seen != nil {
+			seen <- req
 		}
 		out = appendFrame(out[:0], func(b []byte) []byte {
 			return appendBeatResponse(b, &raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry, Success: true}, nil)
@@ -261,7 +264,7 @@ func TestAppendPipelineRedialsAfterHangUp(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go answerAppends(c, limit)
+			go answerAppends(c, limit, nil)
 			limit = 0
 		}
 	}()
@@ -370,29 +373,11 @@ func TestPeerClosed(t *testing.T) {
 // sees. Only commits up to what the follower holds, each once.
 func TestAppendPipelineFlushesCommit(t *testing.T) {
 	client, server := net.Pipe()
-	defer server.Close()
 	reqs := make(chan *raft.AppendEntriesRequest, 10)
-	go func() { // the follower: accepts everything, and reports it
-		r := bufio.NewReader(server)
-		var out []byte
-		for {
-			frame, err := readFrame(r, nil)
-			if err != nil {
-				return
-			}
-			req, err := decodeAppendEntries(frame)
-			if err != nil {
-				return
-			}
-			reqs <- req
-			out = appendFrame(out[:0], func(b []byte) []byte {
-				return appendBeatResponse(b, &raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
-			})
-			if _, err := server.Write(out); err != nil {
-				return
-			}
-		}
-	}()
+	go answerAppends(server, 0, reqs) // accepts everything, and reports it
+	if _, err := client.Write([]byte{appendVersion}); err != nil {
+		t.Fatal(err)
+	}
 	p := newAppendPipeline(client, func() (net.Conn, error) { return nil, errors.New("no redial here") }, 5*time.Second)
 	defer p.Close()
 	p.flushCommit(5, 11) // nothing accepted yet: nothing to go on

@@ -382,25 +382,26 @@ func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
 // epoch counts the comebacks of the peer at addr: a round to it that
 // worked after one that failed.
 func (b *beats) epoch(addr string) uint64 {
-	b.mu.Lock()
-	p := b.peers[addr]
-	b.mu.Unlock()
-	if p == nil {
-		return 0
+	if p := b.peer(addr); p != nil {
+		return p.epoch.Load()
 	}
-	return p.epoch.Load()
+	return 0
 }
 
 // answeredAt is when the last round to the peer at addr that it answered
 // was sent; zero if none.
 func (b *beats) answeredAt(addr string) time.Time {
-	b.mu.Lock()
-	p := b.peers[addr]
-	b.mu.Unlock()
-	if p == nil || p.lastOK.Load() == 0 {
-		return time.Time{}
+	if p := b.peer(addr); p != nil && p.lastOK.Load() != 0 {
+		return time.Unix(0, p.lastOK.Load())
 	}
-	return time.Unix(0, p.lastOK.Load())
+	return time.Time{}
+}
+
+// peer is the queue to the peer at addr, nil before a heartbeat went there.
+func (b *beats) peer(addr string) *beatPeer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.peers[addr]
 }
 
 // nudge queues shard for nudgeLoop, once a round: the heartbeats to every
