@@ -75,7 +75,8 @@ func statusQuery(addr, query string) (map[string]any, error) {
 }
 
 // startChaosCluster starts three nodes on 127.0.0.1-3 with their data
-// under dir; env is added to (and overrides) each node's defaults.
+// under dir, and waits until each is ready; env is added to (and
+// overrides) each node's defaults.
 func startChaosCluster(t *testing.T, bin, dir string, env ...string) []*chaosNode {
 	var nodes []*chaosNode
 	for i := range 3 {
@@ -92,6 +93,9 @@ func startChaosCluster(t *testing.T, bin, dir string, env ...string) []*chaosNod
 	for _, n := range nodes {
 		n.join = []string{nodes[0].gossip, nodes[1].gossip, nodes[2].gossip}
 		n.start(t, bin)
+	}
+	for _, n := range nodes {
+		waitReady(t, n)
 	}
 	return nodes
 }
@@ -171,9 +175,6 @@ func TestChaos(t *testing.T) {
 		dir = d
 	}
 	nodes := startChaosCluster(t, bin, dir)
-	for _, n := range nodes {
-		waitReady(t, n)
-	}
 
 	issuer := auth.NewIssuer([]byte(crashSecret), time.Hour)
 	const senders = 9

@@ -14,9 +14,6 @@ import (
 func TestDrainWithPeersFrozen(t *testing.T) {
 	bin := buildBinary(t)
 	nodes := startChaosCluster(t, bin, t.TempDir())
-	for _, n := range nodes {
-		waitReady(t, n)
-	}
 	for _, n := range nodes[1:] {
 		n.p.cmd.Process.Signal(syscall.SIGSTOP)
 	}

@@ -16,9 +16,6 @@ import (
 func TestThawedNodeDoesNotCampaign(t *testing.T) {
 	bin := buildBinary(t)
 	nodes := startChaosCluster(t, bin, t.TempDir())
-	for _, n := range nodes {
-		waitReady(t, n)
-	}
 	frozen := nodes[2]
 	logFile := frozen.data + ".log"
 	p := frozen.p.cmd.Process
