@@ -455,3 +455,39 @@ func TestAppendPipelineFlushesCommit(t *testing.T) {
 	default:
 	}
 }
+
+// A snapshot that fails to reach a follower leaves raft waiting for the
+// shard's next entry or CommitTimeout, as a failed AppendEntries does: the
+// transport notes the follower as stalled, for the tick to restart.
+func TestInstallSnapshotFailureStalls(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // a follower that hangs up on every connection
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	nt, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &beatTransport{NetworkTransport: nt, stalled: map[raft.ServerAddress]time.Time{}}
+	defer nt.Close()
+	target := raft.ServerAddress(ln.Addr().String())
+	req := &raft.InstallSnapshotRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, Addr: []byte(nt.LocalAddr())},
+		SnapshotVersion: raft.SnapshotVersionMax, Term: 3, LastLogIndex: 100, LastLogTerm: 3, Size: 5}
+	before := time.Now()
+	if err := tr.InstallSnapshot("n2", target, req, &raft.InstallSnapshotResponse{}, strings.NewReader("state")); err == nil {
+		t.Fatal("a snapshot to a follower that hangs up went through")
+	}
+	if since, ok := tr.stalled[target]; !ok || since.Before(before) {
+		t.Fatalf("the failed snapshot left the follower noted as %v, %v", since, ok)
+	}
+}

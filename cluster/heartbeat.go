@@ -116,6 +116,19 @@ func (t *beatTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 	return t.beats.send(string(target), t.shard, args, resp)
 }
 
+// InstallSnapshot notes a failure as AppendEntries does: raft tries again
+// only at the shard's next entry or CommitTimeout, and a follower that
+// needs a snapshot gets none before then.
+func (t *beatTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	err := t.NetworkTransport.InstallSnapshot(id, target, args, resp, data)
+	if err != nil {
+		t.pipesMu.Lock()
+		t.stalled[target] = time.Now()
+		t.pipesMu.Unlock()
+	}
+	return err
+}
+
 func (t *beatTransport) SetHeartbeatHandler(cb func(raft.RPC)) {
 	t.onHB.Store(&cb)
 	t.NetworkTransport.SetHeartbeatHandler(cb) // for heartbeats a peer sends the plain way
