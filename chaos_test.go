@@ -217,9 +217,9 @@ func TestChaos(t *testing.T) {
 	// entry when the leaders are rebalanced after the last round, which
 	// goes on for some seconds) are not waited for: a follower that a new
 	// leader could not reach at first (one that was frozen or cut off)
-	// gets its entries only with the leader's next entry, on an idle shard
-	// up to CommitTimeout (5-10 s) later, and each hand-over starts that
-	// wait again.
+	// gets its entries once it answers the leader's heartbeats (the tick
+	// restarts replication to it, cluster/append.go), and each hand-over
+	// starts that again.
 	committed := map[float64]float64{}
 	for _, n := range nodes {
 		st, err := status(n.http)

@@ -147,7 +147,7 @@ var errBadAppend = errors.New("malformed AppendEntries")
 //
 // raft keeps a pipeline open while the follower answers, however long the
 // shard is idle, and learns that the stream broke only from a request that
-// fails; it then waits for the next entry or CommitTimeout (5-10 s here)
+// fails; it then waits for the next entry or CommitTimeout (1-2 minutes)
 // before it tries again, the slow way first. A follower that restarted
 // while its shards were idle would hear of their commits only after two
 // such waits. So a request that finds the stream idle for a while first
@@ -265,7 +265,8 @@ func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 // leader's last index. raft's pipeline sends at most MaxAppendEntries
 // entries each time it is woken (a new entry, or CommitTimeout), so a
 // follower that fell further behind under load stays behind once the load
-// stops: in TestChaos one got 64 more entries each 5-10 s.
+// stops: in TestChaos one got 64 more entries each 5-10 s (CommitTimeout
+// was 5 s then).
 func (p *appendPipeline) flushCommit(commit, last uint64) (behind bool) {
 	if p.pending.Load() != 0 || !p.writeMu.TryLock() {
 		return false

@@ -158,7 +158,7 @@ func Default() Config {
 		Log:             Log{Level: "info", Format: "text"},
 		Auth:            Auth{Registration: "open", TokenTTL: Duration{24 * time.Hour}, BcryptCost: 10},
 		Cluster: Cluster{Shards: 64, HeartbeatTimeout: Duration{time.Second},
-			ElectionTimeout: Duration{time.Second}, CommitTimeout: Duration{5 * time.Second},
+			ElectionTimeout: Duration{time.Second}, CommitTimeout: Duration{time.Minute},
 			MaxBatch: 512, Inflight: 4, Replicas: 3, Grace: Duration{30 * time.Second},
 			SnapshotThreshold: 8192, TrailingLogs: 10240, SnapshotInterval: Duration{2 * time.Minute}},
 		Limits: Limits{MaxBody: 4096, MaxFrame: 256 << 10, MaxGroup: 5000, Rate: 50, Burst: 100,
