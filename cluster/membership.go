@@ -69,6 +69,9 @@ type MembershipConfig struct {
 	Join      []string
 	SecretKey []byte // memberlist's gossip encryption key (16, 24 or 32 bytes), or nil
 	Fast      bool   // short probe timers, for tests on loopback
+	// Tick is the node's tick (nextTick), or 0. Without Fast, gossip goes
+	// on it, and the probes on every fourth one.
+	Tick time.Duration
 
 	tweak func(*memberlist.Config) // for tests: changes memberlist's configuration last
 }
@@ -105,6 +108,14 @@ func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*memb
 	mc.Logger = slog.NewLogLogger(log.With("sys", "memberlist").Handler(), slog.LevelDebug)
 	if c.tweak != nil {
 		c.tweak(mc)
+	}
+	if !c.Fast && c.Tick > 0 && mc.ProbeInterval%c.Tick == 0 {
+		// memberlist's gossip and probe tickers start when Create returns,
+		// each at its own phase, so an idle node woke for them apart from
+		// its tick: 5 and 1 times a second. Started on a tick, with gossip
+		// every tick (200 ms before), they fire on the node's ticks.
+		mc.GossipInterval = c.Tick
+		time.Sleep(time.Until(nextTick(time.Now(), c.Tick)))
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {

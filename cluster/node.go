@@ -227,7 +227,7 @@ func (n *Node) start(newSM func(shard int) (StateMachine, error)) error {
 	self := nodeMeta{Peer: n.PeerAddr(), HTTP: n.cfg.HTTPAddr, Cluster: string(clusterID), Shards: n.cfg.Shards}
 	var err error
 	n.members, err = startMembership(MembershipConfig{Name: n.cfg.NodeID, Bind: n.cfg.GossipAddr,
-		SecretKey: n.cfg.GossipKey, Fast: n.cfg.FastGossip}, self, n.log)
+		SecretKey: n.cfg.GossipKey, Fast: n.cfg.FastGossip, Tick: n.beats.interval}, self, n.log)
 	if err != nil {
 		return err
 	}
