@@ -478,7 +478,7 @@ func TestInstallSnapshotFailureStalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &beatTransport{NetworkTransport: nt, stalled: map[raft.ServerAddress]time.Time{}}
+	tr := &beatTransport{NetworkTransport: nt, beats: &beats{}, stalled: map[raft.ServerAddress]time.Time{}}
 	defer nt.Close()
 	target := raft.ServerAddress(ln.Addr().String())
 	req := &raft.InstallSnapshotRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, Addr: []byte(nt.LocalAddr())},
@@ -490,4 +490,60 @@ func TestInstallSnapshotFailureStalls(t *testing.T) {
 	if since, ok := tr.stalled[target]; !ok || since.Before(before) {
 		t.Fatalf("the failed snapshot left the follower noted as %v, %v", since, ok)
 	}
+}
+
+// A request the network transport's way to a follower whose last
+// heartbeat round failed waits for a round that works: sent at once it
+// would fail, and lengthen raft's backoff before its next try.
+func TestAppendEntriesWaitsForFollowerBack(t *testing.T) {
+	follower, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 5*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer follower.Close()
+	got := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case rpc := <-follower.Consumer():
+				got <- struct{}{}
+				rpc.Respond(&raft.AppendEntriesResponse{Term: 7, LastLog: 44, Success: true}, nil)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	leader, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 5*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Close()
+	target := follower.LocalAddr()
+	peer := &beatPeer{}
+	b := &beats{interval: time.Hour, peers: map[string]*beatPeer{string(target): peer}}
+	tr := &beatTransport{NetworkTransport: leader, beats: b, closed: make(chan struct{}),
+		accepted: map[raft.ServerAddress]*acceptedAppend{}, stalled: map[raft.ServerAddress]time.Time{}}
+	peer.setDown(true) // a round to it failed
+	done := make(chan error, 1)
+	go func() { done <- tr.AppendEntries("n2", target, sampleAppend(), &raft.AppendEntriesResponse{}) }()
+	select {
+	case <-got:
+		t.Fatal("a request went to a follower that is down")
+	case <-time.After(200 * time.Millisecond):
+	}
+	peer.setDown(false) // a round worked
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	if tr.accepted[target] == nil {
+		t.Fatal("the accepted request was not noted")
+	}
+	// A transport that closes ends the wait.
+	peer.setDown(true)
+	go func() { done <- tr.AppendEntries("n2", target, sampleAppend(), &raft.AppendEntriesResponse{}) }()
+	close(tr.closed)
+	<-done
 }

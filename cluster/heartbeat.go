@@ -101,6 +101,7 @@ func isHeartbeat(a *raft.AppendEntriesRequest) bool {
 
 func (t *beatTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if !isHeartbeat(args) {
+		t.waitBack(target)
 		err := t.NetworkTransport.AppendEntries(id, target, args, resp)
 		t.pipesMu.Lock()
 		switch {
@@ -116,10 +117,33 @@ func (t *beatTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 	return t.beats.send(string(target), t.shard, args, resp)
 }
 
+// waitBack waits, up to a heartbeat timeout, for a follower whose last
+// heartbeat round failed to answer one again. A request sent now would
+// fail too, and each failure lengthens the wait raft takes before its next
+// request to that follower (doubling from 10 ms, to 10 s after twelve),
+// which it then sleeps through even when the follower is back: in
+// TestChaos a follower killed for a few seconds near the end of the load
+// got the last entries 4.7 s after the others. Waiting here, raft fails
+// about once a second while the follower is down, not a dozen times.
+func (t *beatTransport) waitBack(target raft.ServerAddress) {
+	back := t.beats.untilBack(string(target))
+	if back == nil {
+		return
+	}
+	timer := time.NewTimer(4 * t.beats.interval)
+	defer timer.Stop()
+	select {
+	case <-back:
+	case <-timer.C:
+	case <-t.closed:
+	}
+}
+
 // InstallSnapshot notes a failure as AppendEntries does: raft tries again
 // only at the shard's next entry or CommitTimeout, and a follower that
 // needs a snapshot gets none before then.
 func (t *beatTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddress, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader) error {
+	t.waitBack(target)
 	err := t.NetworkTransport.InstallSnapshot(id, target, args, resp, data)
 	if err != nil {
 		t.pipesMu.Lock()
@@ -185,6 +209,8 @@ type beatPeer struct {
 	broken bool // the last round failed; run's only
 	epoch  atomic.Uint64
 	lastOK atomic.Int64 // when the last round that worked was sent (UnixNano)
+	backMu sync.Mutex
+	back   chan struct{} // while the last round failed: closed by the next that works
 }
 
 type beatWait struct {
@@ -348,6 +374,9 @@ func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
 	if err == nil {
 		p.lastOK.Store(sent.UnixNano())
 	}
+	if (err != nil) != p.broken {
+		p.setDown(err != nil)
+	}
 	p.broken = err != nil
 	b.rpcs.Add(1)
 	b.sent.Add(uint64(len(batch)))
@@ -399,6 +428,30 @@ func (b *beats) epoch(addr string) uint64 {
 		return p.epoch.Load()
 	}
 	return 0
+}
+
+func (p *beatPeer) setDown(down bool) {
+	p.backMu.Lock()
+	defer p.backMu.Unlock()
+	switch {
+	case down && p.back == nil:
+		p.back = make(chan struct{})
+	case !down && p.back != nil:
+		close(p.back)
+		p.back = nil
+	}
+}
+
+// untilBack is nil if the last round to the peer at addr worked (or none
+// went), and else a channel closed once one does.
+func (b *beats) untilBack(addr string) <-chan struct{} {
+	p := b.peer(addr)
+	if p == nil {
+		return nil
+	}
+	p.backMu.Lock()
+	defer p.backMu.Unlock()
+	return p.back
 }
 
 // answeredAt is when the last round to the peer at addr that it answered
