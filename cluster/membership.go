@@ -69,8 +69,8 @@ type MembershipConfig struct {
 	Join      []string
 	SecretKey []byte // memberlist's gossip encryption key (16, 24 or 32 bytes), or nil
 	Fast      bool   // short probe timers, for tests on loopback
-	// Tick is the node's tick (nextTick), or 0. Without Fast, gossip goes
-	// on it, and the probes on every fourth one.
+	// Tick is the node's tick (nextTick), or 0. Without Fast, memberlist's
+	// gossip and probes go on ticks.
 	Tick time.Duration
 
 	tweak func(*memberlist.Config) // for tests: changes memberlist's configuration last
@@ -109,12 +109,14 @@ func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*memb
 	if c.tweak != nil {
 		c.tweak(mc)
 	}
-	if !c.Fast && c.Tick > 0 && mc.ProbeInterval%c.Tick == 0 {
+	if !c.Fast && c.Tick > 0 && onTicks(mc.GossipInterval, c.Tick, true) <= 2*mc.GossipInterval {
 		// memberlist's gossip and probe tickers start when Create returns,
 		// each at its own phase, so an idle node woke for them apart from
-		// its tick: 5 and 1 times a second. Started on a tick, with gossip
-		// every tick (200 ms before), they fire on the node's ticks.
-		mc.GossipInterval = c.Tick
+		// its tick: 5 and 1 times a second. Started on a tick, with
+		// intervals that are whole ticks, they fire on the node's ticks
+		// (unless the ticks are so far apart that gossip would slow).
+		mc.GossipInterval = onTicks(mc.GossipInterval, c.Tick, true)
+		mc.ProbeInterval = onTicks(mc.ProbeInterval, c.Tick, false)
 		time.Sleep(time.Until(nextTick(time.Now(), c.Tick)))
 	}
 	ml, err := memberlist.Create(mc)
@@ -127,6 +129,17 @@ func startMembership(c MembershipConfig, self nodeMeta, log *slog.Logger) (*memb
 	n := ml.LocalNode()
 	m.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	return m, nil
+}
+
+// onTicks is d as a whole number of ticks, at least one: the next whole
+// number up if up (gossip no more often than memberlist's default), else
+// the nearest.
+func onTicks(d, tick time.Duration, up bool) time.Duration {
+	n := (d + tick/2) / tick
+	if up {
+		n = (d + tick - 1) / tick
+	}
+	return max(n, 1) * tick
 }
 
 // join contacts existing nodes, retrying until one answers or stop closes.

@@ -88,3 +88,22 @@ func TestConcurrentMetaUpdatesKeepTheLatest(t *testing.T) {
 		}
 	}
 }
+
+func TestOnTicks(t *testing.T) {
+	for _, c := range []struct {
+		d, tick time.Duration
+		up      bool
+		want    time.Duration
+	}{
+		{200 * time.Millisecond, 250 * time.Millisecond, true, 250 * time.Millisecond}, // the default tick
+		{time.Second, 250 * time.Millisecond, false, time.Second},
+		{200 * time.Millisecond, 25 * time.Millisecond, true, 200 * time.Millisecond}, // a short heartbeat timeout
+		{200 * time.Millisecond, 75 * time.Millisecond, true, 225 * time.Millisecond},
+		{time.Second, 75 * time.Millisecond, false, 975 * time.Millisecond},
+		{time.Second, 3 * time.Second, false, 3 * time.Second}, // at least one tick
+	} {
+		if got := onTicks(c.d, c.tick, c.up); got != c.want {
+			t.Errorf("onTicks(%v, %v, %v) = %v, want %v", c.d, c.tick, c.up, got, c.want)
+		}
+	}
+}
