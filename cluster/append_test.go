@@ -515,7 +515,7 @@ func TestAppendEntriesWaitsForFollowerBack(t *testing.T) {
 			}
 		}
 	}()
-	leader, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 5*time.Second, io.Discard)
+	leader, err := raft.NewTCPTransport("127.0.0.1:0", nil, 0, 5*time.Second, io.Discard) // no pool: no connection outlives a request
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +523,8 @@ func TestAppendEntriesWaitsForFollowerBack(t *testing.T) {
 	target := follower.LocalAddr()
 	peer := &beatPeer{}
 	b := &beats{interval: time.Hour, peers: map[string]*beatPeer{string(target): peer}}
-	tr := &beatTransport{NetworkTransport: leader, beats: b, closed: make(chan struct{}),
+	stopping := make(chan struct{})
+	tr := &beatTransport{NetworkTransport: leader, beats: b, closed: make(chan struct{}), stopping: stopping,
 		accepted: map[raft.ServerAddress]*acceptedAppend{}, stalled: map[raft.ServerAddress]time.Time{}}
 	peer.setDown(true) // a round to it failed
 	done := make(chan error, 1)
@@ -541,9 +542,13 @@ func TestAppendEntriesWaitsForFollowerBack(t *testing.T) {
 	if tr.accepted[target] == nil {
 		t.Fatal("the accepted request was not noted")
 	}
-	// A transport that closes ends the wait.
+	// A node that stops, or a transport that closes, ends the wait (raft's
+	// shutdown waits for it).
 	peer.setDown(true)
-	go func() { done <- tr.AppendEntries("n2", target, sampleAppend(), &raft.AppendEntriesResponse{}) }()
-	close(tr.closed)
-	<-done
+	for _, end := range []chan struct{}{stopping, tr.closed} {
+		go func() { done <- tr.AppendEntries("n2", target, sampleAppend(), &raft.AppendEntriesResponse{}) }()
+		close(end)
+		<-done
+		<-got
+	}
 }

@@ -68,13 +68,14 @@ type beatTransport struct {
 	log       *slog.Logger
 	rpcs      chan raft.RPC // what raft consumes
 	closed    chan struct{}
+	stopping  <-chan struct{} // the node's stop: closed when it begins to close
 	closeOnce sync.Once
 	spawn     func(func()) // runs the streams' goroutines (the node's goRun)
 }
 
 func newBeatTransport(n *Node, nt *raft.NetworkTransport, shard int, timeout time.Duration) *beatTransport {
 	t := &beatTransport{NetworkTransport: nt, beats: n.beats, shard: shard, timeout: timeout,
-		log: n.log.With("shard", shard), rpcs: make(chan raft.RPC), closed: make(chan struct{}), spawn: n.goRun,
+		log: n.log.With("shard", shard), rpcs: make(chan raft.RPC), closed: make(chan struct{}), stopping: n.stop, spawn: n.goRun,
 		appends: n.mux.Layer(kindAppend, shard), pipes: map[*appendPipeline]struct{}{},
 		accepted: map[raft.ServerAddress]*acceptedAppend{}, stalled: map[raft.ServerAddress]time.Time{}}
 	t.spawn(t.pump)
@@ -132,10 +133,11 @@ func (t *beatTransport) waitBack(target raft.ServerAddress) {
 	}
 	timer := time.NewTimer(4 * t.beats.interval)
 	defer timer.Stop()
-	select {
+	select { // raft's shutdown waits for its replication goroutines
 	case <-back:
 	case <-timer.C:
 	case <-t.closed:
+	case <-t.stopping:
 	}
 }
 
