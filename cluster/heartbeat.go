@@ -208,7 +208,6 @@ type beatPeer struct {
 
 	// The peer's comebacks: a round that works after one that failed
 	// (it restarted, or was cut off) adds one.
-	broken bool // the last round failed; run's only
 	epoch  atomic.Uint64
 	lastOK atomic.Int64 // when the last round that worked was sent (UnixNano)
 	backMu sync.Mutex
@@ -370,16 +369,12 @@ func (b *beats) exchange(addr string, p *beatPeer, batch []*beatWait) {
 	})
 	sent := time.Now()
 	out, err := b.roundTrip(addr, p)
-	if err == nil && p.broken {
+	if wasDown := p.setDown(err != nil); err == nil && wasDown {
 		p.epoch.Add(1)
 	}
 	if err == nil {
 		p.lastOK.Store(sent.UnixNano())
 	}
-	if (err != nil) != p.broken {
-		p.setDown(err != nil)
-	}
-	p.broken = err != nil
 	b.rpcs.Add(1)
 	b.sent.Add(uint64(len(batch)))
 	now := time.Now()
@@ -432,9 +427,12 @@ func (b *beats) epoch(addr string) uint64 {
 	return 0
 }
 
-func (p *beatPeer) setDown(down bool) {
+// setDown records whether the last round to the peer failed, and reports
+// whether the one before did.
+func (p *beatPeer) setDown(down bool) (wasDown bool) {
 	p.backMu.Lock()
 	defer p.backMu.Unlock()
+	wasDown = p.back != nil
 	switch {
 	case down && p.back == nil:
 		p.back = make(chan struct{})
@@ -442,6 +440,7 @@ func (p *beatPeer) setDown(down bool) {
 		close(p.back)
 		p.back = nil
 	}
+	return wasDown
 }
 
 // untilBack is nil if the last round to the peer at addr worked (or none
