@@ -471,11 +471,7 @@ func (t *beatTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serve
 		delete(t.pipes, p)
 		t.pipesMu.Unlock()
 	}
-	p.onFail = func() {
-		t.pipesMu.Lock()
-		t.stalled[target] = time.Now()
-		t.pipesMu.Unlock()
-	}
+	p.onFail = func() { t.stall(target) }
 	return p, nil
 }
 
@@ -507,7 +503,7 @@ func (t *beatTransport) flushCommits(commit, last uint64) (restart bool) {
 func (t *beatTransport) restartStalled() bool {
 	t.pipesMu.Lock()
 	defer t.pipesMu.Unlock()
-	if time.Since(t.restarted) < 4*t.beats.interval { // the heartbeat timeout
+	if time.Since(t.restarted) < t.beats.heartbeatTimeout() {
 		return false
 	}
 	for target, since := range t.stalled {

@@ -104,15 +104,14 @@ func (t *beatTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 	if !isHeartbeat(args) {
 		t.waitBack(target)
 		err := t.NetworkTransport.AppendEntries(id, target, args, resp)
-		t.pipesMu.Lock()
-		switch {
-		case err != nil:
-			t.stalled[target] = time.Now()
-		case resp.Success:
+		if err != nil {
+			t.stall(target)
+		} else if resp.Success {
+			t.pipesMu.Lock()
 			t.accepted[target] = acceptedBy(args)
 			delete(t.stalled, target)
+			t.pipesMu.Unlock()
 		}
-		t.pipesMu.Unlock()
 		return err
 	}
 	return t.beats.send(string(target), t.shard, args, resp)
@@ -131,7 +130,7 @@ func (t *beatTransport) waitBack(target raft.ServerAddress) {
 	if back == nil {
 		return
 	}
-	timer := time.NewTimer(4 * t.beats.interval)
+	timer := time.NewTimer(t.beats.heartbeatTimeout())
 	defer timer.Stop()
 	select { // raft's shutdown waits for its replication goroutines
 	case <-back:
@@ -148,11 +147,17 @@ func (t *beatTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddr
 	t.waitBack(target)
 	err := t.NetworkTransport.InstallSnapshot(id, target, args, resp, data)
 	if err != nil {
-		t.pipesMu.Lock()
-		t.stalled[target] = time.Now()
-		t.pipesMu.Unlock()
+		t.stall(target)
 	}
 	return err
+}
+
+// stall notes that a request to target failed or was refused: raft's
+// replication to it waits, for the tick to restart (restartStalled).
+func (t *beatTransport) stall(target raft.ServerAddress) {
+	t.pipesMu.Lock()
+	t.stalled[target] = time.Now()
+	t.pipesMu.Unlock()
 }
 
 func (t *beatTransport) SetHeartbeatHandler(cb func(raft.RPC)) {
@@ -454,6 +459,9 @@ func (b *beats) untilBack(addr string) <-chan struct{} {
 	defer p.backMu.Unlock()
 	return p.back
 }
+
+// heartbeatTimeout is the heartbeat timeout the rounds are a quarter of.
+func (b *beats) heartbeatTimeout() time.Duration { return 4 * b.interval }
 
 // answeredAt is when the last round to the peer at addr that it answered
 // was sent; zero if none.
